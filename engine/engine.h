@@ -1,0 +1,53 @@
+/* engine/engine.h: the public API. Load a model (any format), tokenize, run the forward pass with a
+ * KV cache, sample. Used by ./infer, ./ppl, ./bench, ./eval and the tests. Not thread-safe per engine. */
+#ifndef ENGINE_ENGINE_H
+#define ENGINE_ENGINE_H
+
+#include "kernels/backend.h"
+#include "loaders/loader.h"
+
+struct engine_opts {
+    const char *model_path;
+    const char *tokenizer_path;  // llama2.c .bin only; NULL = tokenizer.bin next to the model
+    int n_ctx;                   // KV cache length; 0 = min(model seq_len, 4096)
+    int n_threads;               // 0 = all cores
+    int quant_bits;              // 0 = keep the file's types; 8/4/3/2 = quantize at load
+    const char *bits_plan;       // e.g. "default=4,blk.0-1=8,output=8" (NULL: none)
+    const char *quant_method;    // "rtn" or "opt" (NULL = "opt")
+    const char *device;          // "cpu" (default) or "cuda"
+    int n_gpu_layers;            // -ngl: > 0 selects cuda
+    bool quiet;                  // no progress output on stderr
+    bool vocab_only;             // tokenizer only
+};
+
+struct engine;
+
+int engine_load(struct engine **out, const struct engine_opts *o, struct err *e);
+void engine_free(struct engine *en);
+
+const struct model_config *engine_config(const struct engine *en);
+const struct vocab *engine_vocab(const struct engine *en);
+const struct model_file *engine_model_file(const struct engine *en);
+struct backend *engine_backend(struct engine *en);
+int engine_n_ctx(const struct engine *en);
+
+/* Tokenize UTF-8 text. Returns the number of tokens (<= max), or -1 with e set (invalid UTF-8,
+ * too many tokens). parse_special: "<|im_start|>" etc. become their control token ids. */
+int engine_tokenize(struct engine *en, const char *text, bool add_bos, bool parse_special,
+                    int32_t *out, int max, struct err *e);
+
+/* Run tokens[0..n) at positions pos..pos+n-1 (prefill when n > 1), appending to the KV cache.
+ * logits: NULL, or (all_logits ? n : 1) x vocab_size floats (the last position only unless all_logits).
+ * Requires pos + n <= n_ctx. */
+int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, float *logits,
+                   bool all_logits, struct err *e);
+
+/* Memory accounting (bytes). */
+size_t engine_weight_bytes(const struct engine *en);   // weights as stored for compute
+size_t engine_kv_bytes(const struct engine *en);       // KV cache, allocated
+size_t engine_scratch_bytes(const struct engine *en);  // activations
+/* Bytes of weights read per decoded token (every matrix once, embedding row excluded). */
+size_t engine_weight_bytes_per_token(const struct engine *en);
+double engine_load_seconds(const struct engine *en);
+
+#endif
