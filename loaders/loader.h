@@ -80,6 +80,10 @@ struct vocab {
     char *chat_template;   // NULL if none
     void *arena;           // owner of all the above strings/arrays (freed by vocab_free)
 };
+/* Zeroed memory owned by v (a chunked bump arena hung off v->arena), freed by vocab_free.
+ * Every string and array in struct vocab comes from here. NULL on OOM. */
+void *vocab_alloc(struct vocab *v, size_t nbytes);
+char *vocab_strdup(struct vocab *v, const char *s, size_t len);  // NUL-terminated copy
 void vocab_free(struct vocab *v);
 
 enum model_format { MF_NONE = 0, MF_GGUF, MF_LLAMA2C, MF_SAFETENSORS, MF_NATIVE };
