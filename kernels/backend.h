@@ -62,6 +62,7 @@ struct backend {
     const struct backend_ops *ops;
     void *ctx;
     int n_threads;
+    bool host_memory;   // tensors live in host memory: the engine may point weights into the mmap
 };
 
 /* CPU backend with a persistent thread pool of n_threads (0 = all cores). NULL on OOM. */

@@ -129,7 +129,7 @@ void *loader_own(struct model_file *mf, size_t nbytes);   // zeroed, freed on cl
 
 /* Writers: used by ./quantize, ./bench --make-model and the tests.  A writer takes a config,
  * a vocabulary and tensor views (data in memory) and writes the file; returns ERR_*. */
-struct gguf_write_kv;  // see loaders/writers.h for the GGUF metadata writer
+/* The GGUF writer is in loaders/gguf_write.h; safetensors and llama2.c writers in loaders/writers.h. */
 int native_write(const char *path, const struct model_config *cfg, const struct vocab *v,
                  const struct tensor_view *tensors, int n_tensors, struct err *e);
 

@@ -1,4 +1,4 @@
-/* tests/test_util.c: harness implementation (see test.h). */
+/* tests/harness.c: test harness implementation (see test.h). */
 #include <stdarg.h>
 #include <sys/stat.h>
 

@@ -1,0 +1,378 @@
+/* engine/engine.c: model loading (any file format -> weights on a backend, converted or quantized
+ * as requested), the KV cache and activation buffers, tokenize and forward entry points.
+ * Test: tests/test_model_*.c */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *eng_alloc(struct engine *en, size_t nbytes) {
+    if (en->n_allocs == en->cap_allocs) {
+        int cap = en->cap_allocs ? 2 * en->cap_allocs : 64;
+        void **p = realloc(en->allocs, (size_t)cap * sizeof *p);
+        if (!p) return NULL;
+        en->allocs = p;
+        en->cap_allocs = cap;
+    }
+    void *d = en->be->ops->alloc(en->be, nbytes);
+    if (d) en->allocs[en->n_allocs++] = d;
+    return d;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Weight preparation: decide each tensor's compute type, convert/quantize, upload.
+
+struct prep {
+    struct engine *en;
+    const struct engine_opts *o;
+    struct quant_plan plan;
+    bool quantize;         // -q or --bits given
+    int n_threads;
+    int done, total;       // progress
+};
+
+/* The f32 contents of a tensor view (the view itself if already f32, else a malloc'd copy). */
+static float *to_f32(const struct tensor_view *tv, bool *owned, struct err *e) {
+    const int64_t n = tv->ne[0], rows = tv->n_dims > 1 ? tv->ne[1] : 1;
+    *owned = false;
+    if (tv->type == QT_F32) return (float *)tv->data;
+    float *f = malloc((size_t)n * (size_t)rows * sizeof(float));
+    if (!f) {
+        ERR(e, ERR_OOM, "%s: cannot allocate %.1f MiB to convert to f32", tv->name,
+            (double)n * (double)rows * 4.0 / 1048576.0);
+        return NULL;
+    }
+    const size_t rb = qtype_row_bytes(tv->type, n);
+    for (int64_t r = 0; r < rows; r++)
+        qtype_traits[tv->type].dequantize_row(f + r * n, (const uint8_t *)tv->data + (size_t)r * rb, n);
+    *owned = true;
+    return f;
+}
+
+enum tkind { T_NORM, T_MATRIX, T_EMBD };   // embedding tables are read one row per token
+
+/* Loads tensor `name` into *t, choosing its compute type: norms f32; matrices keep their type when
+ * the backend has a matmul for it, else f32 (ggml quants), or the bit plan's type with -q/--bits. */
+static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum tkind kind, struct err *e) {
+    const bool matrix = kind == T_MATRIX;
+    struct engine *en = p->en;
+    struct backend *be = en->be;
+    const struct tensor_view *tv = model_file_find(&en->mf, name);
+    if (!tv) return ERR(e, ERR_FORMAT, "%s: missing tensor %s", en->mf.path, name);
+    const int64_t n = tv->ne[0], rows = tv->n_dims > 1 ? tv->ne[1] : 1;
+    enum qtype want;
+    if (kind == T_NORM) {
+        want = QT_F32;
+    } else if (kind == T_EMBD && !p->quantize) {
+        // host backends dequantize the rows they need from any type; others need one they know
+        want = (be->host_memory || be->ops->supports(be, tv->type)) ? tv->type : QT_F32;
+    } else if (p->quantize) {
+        want = quant_plan_type(&p->plan, name, n);
+    } else {
+        want = be->ops->supports(be, tv->type) ? tv->type : QT_F32;   // ggml quants -> f32
+    }
+    if (matrix && !be->ops->supports(be, want))
+        return ERR(e, ERR_UNSUPPORTED, "%s: backend %s has no matmul for type %s", name,
+                   be->ops->name, qtype_traits[want].name);
+    t->type = want;
+    t->ne[0] = n;
+    t->ne[1] = rows;
+    t->name = tv->name;
+    uint64_t nbytes;
+    if (!qtype_nbytes(want, n, rows, &nbytes))
+        return ERR(e, ERR_FORMAT, "%s: %lld x %lld does not fit type %s", name, (long long)n,
+                   (long long)rows, qtype_traits[want].name);
+    t->nbytes = (size_t)nbytes;
+    p->done++;
+    if (!p->o->quiet && p->quantize && matrix)
+        fprintf(stderr, "\rquantizing %3d/%d %-28s -> %-7s", p->done, p->total, name, qtype_traits[want].name);
+
+    if (want == tv->type && be->host_memory) {   // zero copy: point into the mmap
+        t->data = (void *)tv->data;
+        return ERR_OK;
+    }
+    void *dst = eng_alloc(en, t->nbytes);
+    if (!dst) return ERR(e, ERR_OOM, "%s: cannot allocate %.1f MiB on %s", name, t->nbytes / 1048576.0,
+                         be->ops->name);
+    t->data = dst;
+    if (want == tv->type)
+        return be->ops->upload(be, dst, tv->data, t->nbytes, e);
+    bool owned;
+    float *f = to_f32(tv, &owned, e);
+    if (!f) return e->code;
+    int rc = ERR_OK;
+    void *host = be->host_memory ? dst : malloc(t->nbytes);
+    if (!host) rc = ERR(e, ERR_OOM, "%s: out of memory", name);
+    if (!rc && want == QT_F32) memcpy(host, f, t->nbytes);
+    else if (!rc) {
+        enum quant_method m = (p->o->quant_method && strcmp(p->o->quant_method, "rtn") == 0) ? QM_RTN : QM_OPT;
+        if (!qtype_traits[want].native) m = QM_RTN;   // f16/bf16: plain conversion
+        rc = quantize_matrix(want, m, host, f, n, rows, p->n_threads, e);
+    }
+    if (!rc && !be->host_memory) rc = be->ops->upload(be, dst, host, t->nbytes, e);
+    if (host != dst) free(host);
+    if (owned) free(f);
+    return rc;
+}
+
+static int load_weights(struct engine *en, const struct engine_opts *o, struct err *e) {
+    struct prep p = {.en = en, .o = o};
+    const struct model_config *c = &en->cfg;
+    p.n_threads = o->n_threads > 0 ? o->n_threads : 0;
+    if (p.n_threads <= 0) p.n_threads = en->be->n_threads > 0 ? en->be->n_threads : 1;
+    p.quantize = o->quant_bits > 0 || (o->bits_plan && *o->bits_plan);
+    if (p.quantize) {
+        int bits = o->quant_bits > 0 ? o->quant_bits : 32;
+        FILE *pf = o->bits_plan ? fopen(o->bits_plan, "r") : NULL;   // --bits may name a plan file
+        if (pf) {
+            fclose(pf);
+            if (quant_plan_parse(&p.plan, "", bits, e) || quant_plan_load_file(&p.plan, o->bits_plan, e))
+                return e->code;
+        } else if (quant_plan_parse(&p.plan, o->bits_plan ? o->bits_plan : "", bits, e)) {
+            return e->code;
+        }
+    }
+    p.total = 2 + 9 * c->n_layers + 1;
+    int rc;
+    en->w.layers = calloc((size_t)c->n_layers, sizeof *en->w.layers);
+    if (!en->w.layers) return ERR(e, ERR_OOM, "out of memory");
+    // The embedding table is a matrix too when it doubles as the output head (tied).
+    if ((rc = prep_tensor(&p, &en->w.token_embd, "token_embd.weight", c->tied_output ? T_MATRIX : T_EMBD, e)))
+        return rc;
+    if ((rc = prep_tensor(&p, &en->w.output_norm, "output_norm.weight", T_NORM, e))) return rc;
+    if (c->tied_output) en->w.output = en->w.token_embd;
+    else if ((rc = prep_tensor(&p, &en->w.output, "output.weight", T_MATRIX, e))) return rc;
+    static const char *const names[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                         "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
+    for (int l = 0; l < c->n_layers; l++) {
+        struct layer_weights *lw = &en->w.layers[l];
+        struct tensor *dst[9] = {&lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo,
+                                 &lw->ffn_norm, &lw->w1, &lw->w2, &lw->w3};
+        for (int i = 0; i < 9; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i]);
+            if ((rc = prep_tensor(&p, dst[i], name, (i == 0 || i == 5) ? T_NORM : T_MATRIX, e))) return rc;
+        }
+    }
+    if (p.quantize && !o->quiet) fprintf(stderr, "\r%-70s\r", "");
+    // accounting
+    en->weight_bytes = en->w.token_embd.nbytes + en->w.output_norm.nbytes +
+                       (c->tied_output ? 0 : en->w.output.nbytes);
+    en->weight_bytes_per_token = en->w.output.nbytes + en->w.output_norm.nbytes;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct layer_weights *lw = &en->w.layers[l];
+        size_t b = lw->attn_norm.nbytes + lw->wq.nbytes + lw->wk.nbytes + lw->wv.nbytes + lw->wo.nbytes +
+                   lw->ffn_norm.nbytes + lw->w1.nbytes + lw->w2.nbytes + lw->w3.nbytes;
+        en->weight_bytes += b;
+        en->weight_bytes_per_token += b;
+    }
+    return ERR_OK;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Activations
+
+static int alloc_act(struct engine *en, struct tensor *t, int64_t row, int64_t n_rows, const char *name,
+                     struct err *e) {
+    t->type = QT_F32;
+    t->ne[0] = row;
+    t->ne[1] = n_rows;
+    t->nbytes = (size_t)row * (size_t)n_rows * sizeof(float);
+    t->name = name;
+    t->data = eng_alloc(en, t->nbytes);
+    if (!t->data) return ERR(e, ERR_OOM, "cannot allocate %s (%.1f MiB)", name, t->nbytes / 1048576.0);
+    en->scratch_bytes += t->nbytes;
+    return ERR_OK;
+}
+
+static int alloc_state(struct engine *en, struct err *e) {
+    const struct model_config *c = &en->cfg;
+    const int B = ENGINE_MAX_BATCH, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    struct run_state *s = &en->s;
+    int rc;
+    if ((rc = alloc_act(en, &s->x, c->dim, B, "x", e)) || (rc = alloc_act(en, &s->xb, c->dim, B, "xb", e)) ||
+        (rc = alloc_act(en, &s->xb2, c->dim, B, "xb2", e)) || (rc = alloc_act(en, &s->q, q_dim, B, "q", e)) ||
+        (rc = alloc_act(en, &s->k, kv_dim, B, "k", e)) || (rc = alloc_act(en, &s->v, kv_dim, B, "v", e)) ||
+        (rc = alloc_act(en, &s->att, q_dim, B, "att", e)) ||
+        (rc = alloc_act(en, &s->hb, c->hidden_dim, B, "hb", e)) ||
+        (rc = alloc_act(en, &s->hb2, c->hidden_dim, B, "hb2", e)) ||
+        (rc = alloc_act(en, &s->logits, c->vocab_size, 1, "logits", e)))
+        return rc;
+    s->logits_rows = 1;
+    return ERR_OK;
+}
+
+/* Grows the logits buffer to ENGINE_MAX_BATCH rows the first time all logits are requested. */
+static int grow_logits(struct engine *en, struct err *e) {
+    if (en->s.logits_rows >= ENGINE_MAX_BATCH) return ERR_OK;
+    en->scratch_bytes -= en->s.logits.nbytes;   // the old buffer stays in allocs until engine_free
+    int rc = alloc_act(en, &en->s.logits, en->cfg.vocab_size, ENGINE_MAX_BATCH, "logits", e);
+    if (!rc) en->s.logits_rows = ENGINE_MAX_BATCH;
+    return rc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Public API
+
+int engine_load(struct engine **out, const struct engine_opts *o, struct err *e) {
+    *out = NULL;
+    double t0 = now_s();
+    struct engine *en = calloc(1, sizeof *en);
+    if (!en) return ERR(e, ERR_OOM, "out of memory");
+    int rc = model_file_open(&en->mf, o->model_path, o->tokenizer_path, e);
+    if (rc) { free(en); return rc; }
+    en->cfg = en->mf.cfg;
+    if (!(en->tok = tokenizer_create(&en->mf.vocab, e))) { rc = e->code ? e->code : ERR_FORMAT; goto fail; }
+    if (o->vocab_only) { *out = en; en->load_seconds = now_s() - t0; return ERR_OK; }
+    if (!en->mf.has_weights) {
+        rc = ERR(e, ERR_FORMAT, "%s: vocabulary-only file, it has no weights to run", o->model_path);
+        goto fail;
+    }
+    if ((rc = model_file_validate(&en->mf, e))) goto fail;
+    if (en->cfg.vocab_size != en->mf.vocab.n_tokens) {
+        rc = ERR(e, ERR_FORMAT, "%s: model vocab_size %d but the tokenizer has %d tokens", o->model_path,
+                 en->cfg.vocab_size, en->mf.vocab.n_tokens);
+        goto fail;
+    }
+    bool cuda = (o->device && strcmp(o->device, "cuda") == 0) || o->n_gpu_layers > 0;
+    if (o->device && strcmp(o->device, "cuda") != 0 && strcmp(o->device, "cpu") != 0) {
+        rc = ERR(e, ERR_ARG, "unknown device '%s' (use cpu or cuda)", o->device);
+        goto fail;
+    }
+    en->be = cuda ? backend_cuda_create(0, e) : backend_cpu_create(o->n_threads, e);
+    if (!en->be) { rc = e->code ? e->code : ERR_BACKEND; goto fail; }
+    if ((rc = load_weights(en, o, e))) goto fail;
+    en->n_ctx = o->n_ctx > 0 ? o->n_ctx : (en->cfg.seq_len < 4096 ? en->cfg.seq_len : 4096);
+    if (en->n_ctx > 1 << 20) { rc = ERR(e, ERR_ARG, "context size %d is too large", en->n_ctx); goto fail; }
+    if ((rc = kv_cache_init(&en->kv, en->be, en->cfg.n_layers, en->n_ctx,
+                            en->cfg.n_kv_heads * en->cfg.head_dim, QT_F32, e)))
+        goto fail;
+    if ((rc = alloc_state(en, e))) goto fail;
+    if ((rc = en->be->ops->sync(en->be, e))) goto fail;
+    en->load_seconds = now_s() - t0;
+    *out = en;
+    return ERR_OK;
+fail:
+    engine_free(en);
+    return rc ? rc : ERR_FORMAT;
+}
+
+void engine_free(struct engine *en) {
+    if (!en) return;
+    if (en->be) {
+        kv_cache_free(&en->kv, en->be);
+        for (int i = 0; i < en->n_allocs; i++) en->be->ops->free(en->be, en->allocs[i]);
+        en->be->ops->destroy(en->be);
+    }
+    free(en->allocs);
+    free(en->w.layers);
+    free(en->host_logits);
+    tokenizer_free(en->tok);
+    model_file_close(&en->mf);
+    free(en);
+}
+
+const struct model_config *engine_config(const struct engine *en) { return &en->cfg; }
+const struct vocab *engine_vocab(const struct engine *en) { return &en->mf.vocab; }
+const struct model_file *engine_model_file(const struct engine *en) { return &en->mf; }
+struct backend *engine_backend(struct engine *en) { return en->be; }
+int engine_n_ctx(const struct engine *en) { return en->n_ctx; }
+struct tokenizer *engine_tokenizer(struct engine *en) { return en->tok; }
+size_t engine_weight_bytes(const struct engine *en) { return en->weight_bytes; }
+size_t engine_kv_bytes(const struct engine *en) { return en->kv.nbytes; }
+size_t engine_scratch_bytes(const struct engine *en) { return en->scratch_bytes; }
+size_t engine_weight_bytes_per_token(const struct engine *en) { return en->weight_bytes_per_token; }
+double engine_load_seconds(const struct engine *en) { return en->load_seconds; }
+
+int engine_tokenize(struct engine *en, const char *text, bool add_bos, bool parse_special, int32_t *out,
+                    int max, struct err *e) {
+    return tokenizer_encode(en->tok, text, strlen(text), add_bos, parse_special, out, max, e);
+}
+
+int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, float *logits, bool all_logits,
+                   struct err *e) {
+    if (!en->be) return ERR(e, ERR_ARG, "engine loaded vocabulary-only");
+    if (n <= 0) return ERR(e, ERR_ARG, "no tokens");
+    if (pos < 0 || (int64_t)pos + n > en->n_ctx)
+        return ERR(e, ERR_ARG, "context full: positions %d..%d exceed the context size %d (use -c)", pos,
+                   pos + n - 1, en->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= en->cfg.vocab_size)
+            return ERR(e, ERR_ARG, "token id %d out of range [0, %d)", tokens[i], en->cfg.vocab_size);
+    int rc;
+    if (all_logits && logits && (rc = grow_logits(en, e))) return rc;
+    const size_t V = (size_t)en->cfg.vocab_size;
+    for (int done = 0; done < n;) {
+        int b = n - done < ENGINE_MAX_BATCH ? n - done : ENGINE_MAX_BATCH;
+        bool last = done + b == n;
+        int rows = forward_batch(en, tokens + done, b, pos + done, all_logits);
+        if (logits && (all_logits || last)) {
+            float *dst = all_logits ? logits + (size_t)done * V : logits;
+            if ((rc = en->be->ops->download(en->be, dst, en->s.logits.data, (size_t)rows * V * sizeof(float), e)))
+                return rc;
+        }
+        done += b;
+    }
+    return en->be->ops->sync(en->be, e);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Saving: the prepared (converted / quantized) weights as our native model.bin
+
+static void add_view(struct tensor_view *v, int *n, const struct tensor *t, const char *name, int n_dims) {
+    struct tensor_view *tv = &v[(*n)++];
+    memset(tv, 0, sizeof *tv);
+    snprintf(tv->name, sizeof tv->name, "%s", name);
+    tv->type = t->type;
+    tv->n_dims = n_dims;
+    tv->ne[0] = t->ne[0];
+    tv->ne[1] = n_dims > 1 ? t->ne[1] : 1;
+    tv->ne[2] = tv->ne[3] = 1;
+    tv->data = t->data;
+    tv->nbytes = t->nbytes;
+}
+
+int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e) {
+    if (!en->be || !en->be->host_memory) return ERR(e, ERR_UNSUPPORTED, "weights are not in host memory");
+    const struct model_config *c = &en->cfg;
+    struct tensor_view *v = calloc((size_t)(3 + 9 * c->n_layers), sizeof *v);
+    if (!v) return ERR(e, ERR_OOM, "out of memory");
+    int n = 0;
+    add_view(v, &n, &en->w.token_embd, "token_embd.weight", 2);
+    add_view(v, &n, &en->w.output_norm, "output_norm.weight", 1);
+    if (!c->tied_output) add_view(v, &n, &en->w.output, "output.weight", 2);
+    static const char *const names[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                         "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct layer_weights *lw = &en->w.layers[l];
+        const struct tensor *src[9] = {&lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo,
+                                       &lw->ffn_norm, &lw->w1, &lw->w2, &lw->w3};
+        for (int i = 0; i < 9; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i]);
+            add_view(v, &n, src[i], name, (i == 0 || i == 5) ? 1 : 2);
+        }
+    }
+    *out = v;
+    *n_out = n;
+    return ERR_OK;
+}
+
+int engine_save(struct engine *en, const char *path, struct err *e) {
+    struct tensor_view *v;
+    int n, rc;
+    if ((rc = engine_tensor_views(en, &v, &n, e))) return rc;
+    rc = native_write(path, &en->cfg, &en->mf.vocab, v, n, e);
+    free(v);
+    return rc;
+}

@@ -1,0 +1,85 @@
+/* engine/forward.c: the Llama forward pass, written once over the backend vtable (STYLE.md 3).
+ * Pre-norm transformer: x = embed(tokens); per layer x += attn(rmsnorm(x)); x += ffn(rmsnorm(x));
+ * logits = rmsnorm(x) @ output^T. Grouped-query attention over the KV cache, RoPE on q and k,
+ * SwiGLU FFN. Prefill runs all tokens of a batch through each matmul at once (matrix-matrix).
+ * Reference: llama2.c run.c forward(); test: tests/test_model_stories.c */
+#include "engine/model.h"
+
+// A view of the first n rows of a scratch activation.
+static struct tensor rows(const struct tensor *full, int n) {
+    struct tensor t = *full;
+    t.ne[1] = n;
+    t.nbytes = (size_t)n * (size_t)t.ne[0] * sizeof(float);
+    return t;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Attention block: x += wo @ attention(rope(wq @ xn), rope(wk @ xn), wv @ xn)
+
+static void attention_block(struct engine *en, int l, int n, int pos) {
+    struct backend *be = en->be;
+    const struct model_config *c = &en->cfg;
+    const struct layer_weights *lw = &en->w.layers[l];
+    struct tensor x = rows(&en->s.x, n), xb = rows(&en->s.xb, n), xb2 = rows(&en->s.xb2, n);
+    struct tensor q = rows(&en->s.q, n), k = rows(&en->s.k, n), v = rows(&en->s.v, n);
+    struct tensor att = rows(&en->s.att, n);
+
+    be->ops->rmsnorm(be, &xb, &x, &lw->attn_norm, c->norm_eps);
+    be->ops->matmul(be, &q, &xb, &lw->wq);   // (n, n_heads * head_dim)
+    be->ops->matmul(be, &k, &xb, &lw->wk);   // (n, n_kv_heads * head_dim)
+    be->ops->matmul(be, &v, &xb, &lw->wv);
+    be->ops->rope(be, &q, c->n_heads, c->head_dim, pos, c->rope_theta, (int)c->rope);
+    be->ops->rope(be, &k, c->n_kv_heads, c->head_dim, pos, c->rope_theta, (int)c->rope);
+    // append this batch's keys/values at rows pos .. pos+n-1, then attend causally over 0 .. pos+t
+    be->ops->set_rows(be, &en->kv.k[l], pos, &k);
+    be->ops->set_rows(be, &en->kv.v[l], pos, &v);
+    be->ops->attention(be, &att, &q, &en->kv.k[l], &en->kv.v[l], c->n_heads, c->n_kv_heads,
+                       c->head_dim, pos);
+    be->ops->matmul(be, &xb2, &att, &lw->wo);  // (n, dim)
+    be->ops->add(be, &x, &x, &xb2);            // residual
+}
+
+// ------------------------------------------------------------------------------------------------
+// FFN block: x += w2 @ (silu(w1 @ xn) * (w3 @ xn))
+
+static void ffn_block(struct engine *en, int l, int n) {
+    struct backend *be = en->be;
+    const struct layer_weights *lw = &en->w.layers[l];
+    struct tensor x = rows(&en->s.x, n), xb = rows(&en->s.xb, n), xb2 = rows(&en->s.xb2, n);
+    struct tensor hb = rows(&en->s.hb, n), hb2 = rows(&en->s.hb2, n);
+
+    be->ops->rmsnorm(be, &xb, &x, &lw->ffn_norm, en->cfg.norm_eps);
+    be->ops->matmul(be, &hb, &xb, &lw->w1);    // gate (n, hidden_dim)
+    be->ops->matmul(be, &hb2, &xb, &lw->w3);   // up   (n, hidden_dim)
+    be->ops->swiglu(be, &hb, &hb, &hb2);       // hb = silu(gate) * up
+    be->ops->matmul(be, &xb2, &hb, &lw->w2);   // down (n, dim)
+    be->ops->add(be, &x, &x, &xb2);            // residual
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output head: logits for the last row only (decode, generation) or for every row (perplexity).
+
+static int output_head(struct engine *en, int n, bool all_logits) {
+    struct backend *be = en->be;
+    const int first = all_logits ? 0 : n - 1, n_out = n - first;
+    struct tensor x = rows(&en->s.x, n), xb = rows(&en->s.xb, n);
+    be->ops->rmsnorm(be, &xb, &x, &en->w.output_norm, en->cfg.norm_eps);
+    // the rows we need, as a view starting at row `first`
+    struct tensor xin = rows(&en->s.xb, n_out);
+    xin.data = (float *)xb.data + (size_t)first * (size_t)xb.ne[0];
+    struct tensor logits = en->s.logits;
+    logits.ne[1] = n_out;
+    be->ops->matmul(be, &logits, &xin, &en->w.output);   // (n_out, vocab)
+    return n_out;
+}
+
+int forward_batch(struct engine *en, const int32_t *tokens, int n, int pos, bool all_logits) {
+    struct backend *be = en->be;
+    struct tensor x = rows(&en->s.x, n);
+    be->ops->embed(be, &x, &en->w.token_embd, tokens, n);   // (n, dim)
+    for (int l = 0; l < en->cfg.n_layers; l++) {
+        attention_block(en, l, n, pos);
+        ffn_block(en, l, n);
+    }
+    return output_head(en, n, all_logits);
+}

@@ -1,0 +1,248 @@
+/* kernels/cpu/backend_cpu.c: the CPU backend, the reference every other backend is tested against.
+ * Weights live in host memory (possibly the loader's mmap); matmul goes to cpu_matmul (ISA dispatch);
+ * the small ops are plain C, threaded where the work grows with the context (attention).
+ * Test: tests/test_backend_cpu.c */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+struct cpu_ctx {
+    struct threadpool *tp;
+    enum cpu_isa isa;
+    float *att_scratch;   // (n_threads, n_ctx_max) attention scores
+    size_t att_cap;       // floats per thread
+    bool oom;             // a deferred allocation failure, reported by sync()
+};
+
+static struct cpu_ctx *CTX(struct backend *be) { return (struct cpu_ctx *)be->ctx; }
+
+// ------------------------------------------------------------------------------------------------
+// memory
+
+static bool cpu_supports(const struct backend *be, enum qtype t) { return cpu_matmul_supports(t); }
+
+static void *cpu_alloc(struct backend *be, size_t nbytes) {
+    void *p = NULL;
+    size_t n = (nbytes + 63) & ~(size_t)63;  // 64-byte aligned for AVX-512 loads
+    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
+    return p;
+}
+static void cpu_free(struct backend *be, void *p) { free(p); }
+static int cpu_copy(struct backend *be, void *dst, const void *src, size_t n, struct err *e) {
+    memcpy(dst, src, n);
+    return ERR_OK;
+}
+static int cpu_sync(struct backend *be, struct err *e) {
+    if (CTX(be)->oom) return ERR(e, ERR_OOM, "cpu backend: out of memory for attention scratch");
+    return ERR_OK;
+}
+static void cpu_destroy(struct backend *be) {
+    struct cpu_ctx *c = CTX(be);
+    threadpool_destroy(c->tp);
+    free(c->att_scratch);
+    free(c);
+    free(be);
+}
+
+// ------------------------------------------------------------------------------------------------
+// elementwise and row ops
+
+static void cpu_embed(struct backend *be, struct tensor *out, const struct tensor *table,
+                      const int32_t *tokens, int n_tokens) {
+    const int64_t dim = table->ne[0];
+    const size_t row_bytes = qtype_row_bytes(table->type, dim);
+    float *o = out->data;
+    for (int t = 0; t < n_tokens; t++) {
+        const uint8_t *row = (const uint8_t *)table->data + (size_t)tokens[t] * row_bytes;
+        qtype_traits[table->type].dequantize_row(o + (size_t)t * dim, row, dim);
+    }
+}
+
+static void cpu_rmsnorm(struct backend *be, struct tensor *out, const struct tensor *x,
+                        const struct tensor *w, float eps) {
+    const int64_t n = x->ne[0];
+    const float *wd = w->data;
+    for (int64_t t = 0; t < x->ne[1]; t++) {
+        const float *xr = (const float *)x->data + t * n;
+        float *o = (float *)out->data + t * n;
+        float ss = 0.0f;  // float accumulation in order, as llama2.c does (the reference numerics)
+        for (int64_t i = 0; i < n; i++) ss += xr[i] * xr[i];
+        ss = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int64_t i = 0; i < n; i++) o[i] = wd[i] * (ss * xr[i]);
+    }
+}
+
+static void cpu_op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
+                       const struct tensor *w) {
+    struct cpu_ctx *c = CTX(be);
+    cpu_matmul(c->tp, c->isa, w->type, out->data, x->data, w->data, w->ne[0], w->ne[1], x->ne[1]);
+}
+
+static void cpu_rope(struct backend *be, struct tensor *x, int n_heads, int head_dim, int pos0,
+                     float theta, int style) {
+    const int64_t row = x->ne[0];
+    const int half = head_dim / 2;
+    for (int64_t t = 0; t < x->ne[1]; t++) {
+        const float pos = (float)(pos0 + t);
+        for (int i = 0; i < half; i++) {
+            // freq_i = theta^(-2i/head_dim), in float as llama2.c computes it
+            float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+            float val = pos * freq, fcr = cosf(val), fci = sinf(val);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = (float *)x->data + t * row + (int64_t)h * head_dim;
+                int a = style == 0 ? 2 * i : i, b = style == 0 ? 2 * i + 1 : i + half;
+                float v0 = v[a], v1 = v[b];
+                v[a] = v0 * fcr - v1 * fci;
+                v[b] = v0 * fci + v1 * fcr;
+            }
+        }
+    }
+}
+
+static void cpu_set_rows(struct backend *be, struct tensor *dst, int64_t row0, const struct tensor *src) {
+    const int64_t n = src->ne[0];
+    const size_t rb = qtype_row_bytes(dst->type, n);
+    for (int64_t t = 0; t < src->ne[1]; t++) {
+        uint8_t *d = (uint8_t *)dst->data + (size_t)(row0 + t) * rb;
+        const float *s = (const float *)src->data + t * n;
+        if (dst->type == QT_F32) memcpy(d, s, (size_t)n * sizeof(float));
+        else qtype_traits[dst->type].quantize_row(d, s, n);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// attention: one task per (token, head), split over threads
+
+struct att_job {
+    struct cpu_ctx *c;
+    float *out;
+    const float *q;
+    const struct tensor *kc, *vc;
+    int n_heads, n_kv_heads, head_dim, pos0, n_tokens;
+};
+
+static void att_worker(void *arg, int ith, int nth) {
+    struct att_job *j = arg;
+    const int hd = j->head_dim, kv_dim = j->n_kv_heads * hd, q_dim = j->n_heads * hd;
+    const int grp = j->n_heads / j->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = j->c->att_scratch + (size_t)ith * j->c->att_cap;
+    const int64_t n_tasks = (int64_t)j->n_tokens * j->n_heads;
+    const bool f32 = j->kc->type == QT_F32;
+    float *krow = NULL, *vrow = NULL;
+    float tmpk[1024], tmpv[1024];   // dequantized cache rows when the cache is not f32 (hd <= 1024)
+    for (int64_t task = ith; task < n_tasks; task += nth) {
+        const int t = (int)(task / j->n_heads), h = (int)(task % j->n_heads), kvh = h / grp;
+        const int n_pos = j->pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+        const float *q = j->q + (size_t)t * q_dim + (size_t)h * hd;
+        for (int p = 0; p < n_pos; p++) {
+            if (f32) {
+                krow = (float *)j->kc->data + (size_t)p * kv_dim + (size_t)kvh * hd;
+            } else {
+                const uint8_t *kr = (const uint8_t *)j->kc->data + (size_t)p * qtype_row_bytes(j->kc->type, kv_dim);
+                qtype_traits[j->kc->type].dequantize_row(tmpk, kr + qtype_row_bytes(j->kc->type, (int64_t)kvh * hd), hd);
+                krow = tmpk;
+            }
+            float s = 0.0f;
+            for (int i = 0; i < hd; i++) s += q[i] * krow[i];
+            att[p] = s * scale;
+        }
+        float mx = att[0];
+        for (int p = 1; p < n_pos; p++) mx = att[p] > mx ? att[p] : mx;
+        float sum = 0.0f;
+        for (int p = 0; p < n_pos; p++) { att[p] = expf(att[p] - mx); sum += att[p]; }
+        const float inv = 1.0f / sum;
+        float *o = j->out + (size_t)t * q_dim + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int p = 0; p < n_pos; p++) {
+            if (f32) {
+                vrow = (float *)j->vc->data + (size_t)p * kv_dim + (size_t)kvh * hd;
+            } else {
+                const uint8_t *vr = (const uint8_t *)j->vc->data + (size_t)p * qtype_row_bytes(j->vc->type, kv_dim);
+                qtype_traits[j->vc->type].dequantize_row(tmpv, vr + qtype_row_bytes(j->vc->type, (int64_t)kvh * hd), hd);
+                vrow = tmpv;
+            }
+            const float a = att[p] * inv;
+            for (int i = 0; i < hd; i++) o[i] += a * vrow[i];
+        }
+    }
+}
+
+static void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *q,
+                          const struct tensor *k_cache, const struct tensor *v_cache,
+                          int n_heads, int n_kv_heads, int head_dim, int pos0) {
+    struct cpu_ctx *c = CTX(be);
+    const int n_tokens = (int)q->ne[1];
+    size_t need = (size_t)k_cache->ne[1];
+    if (need > c->att_cap) {   // grows once to the cache length; engine calls attention serially
+        free(c->att_scratch);
+        c->att_scratch = malloc(need * sizeof(float) * (size_t)threadpool_size(c->tp));
+        c->att_cap = c->att_scratch ? need : 0;
+        if (!c->att_scratch) { c->oom = true; return; }   // reported by sync()
+    }
+    struct att_job j = {c, out->data, q->data, k_cache, v_cache, n_heads, n_kv_heads, head_dim, pos0, n_tokens};
+    threadpool_run(c->tp, att_worker, &j);
+}
+
+static void cpu_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
+                       const struct tensor *up) {
+    const int64_t n = gate->ne[0] * gate->ne[1];
+    float *o = out->data;
+    const float *g = gate->data, *u = up->data;
+    for (int64_t i = 0; i < n; i++) {
+        float v = g[i];
+        v *= 1.0f / (1.0f + expf(-v));  // silu
+        o[i] = v * u[i];
+    }
+}
+
+static void cpu_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b) {
+    const int64_t n = a->ne[0] * a->ne[1];
+    float *o = out->data;
+    const float *x = a->data, *y = b->data;
+    for (int64_t i = 0; i < n; i++) o[i] = x[i] + y[i];
+}
+
+static const struct backend_ops cpu_ops = {
+    .name = "cpu",
+    .supports = cpu_supports,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .destroy = cpu_destroy,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_op_matmul,
+    .rope = cpu_rope,
+    .set_rows = cpu_set_rows,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+};
+
+struct backend *backend_cpu_create(int n_threads, struct err *e) {
+    if (n_threads <= 0) n_threads = cpu_count();
+    struct backend *be = calloc(1, sizeof *be);
+    struct cpu_ctx *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be); free(c);
+        ERR(e, ERR_OOM, "out of memory");
+        return NULL;
+    }
+    c->tp = threadpool_create(n_threads);
+    if (!c->tp) {
+        free(be); free(c);
+        ERR(e, ERR_BACKEND, "cannot start %d threads", n_threads);
+        return NULL;
+    }
+    c->isa = cpu_isa_detect();
+    be->ops = &cpu_ops;
+    be->ctx = c;
+    be->n_threads = n_threads;
+    be->host_memory = true;
+    return be;
+}

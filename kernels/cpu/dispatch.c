@@ -1,0 +1,158 @@
+/* kernels/cpu/dispatch.c: run-time ISA selection and the threaded cpu_matmul driver.
+ * cpu_matmul quantizes x once per call into a scratch buffer (int8 types), then splits the d rows
+ * across the pool's threads in 8-row-aligned contiguous chunks (each thread streams one contiguous
+ * slice of W). The scratch is a per-calling-thread (_Thread_local) growable buffer: no malloc in the
+ * steady-state decode path, and two threads may call cpu_matmul concurrently on different pools.
+ * With OpenBLAS (HAVE_OPENBLAS) f32 prefill (t >= BLAS_MIN_T) goes to one cblas_sgemm from the calling
+ * thread (OpenBLAS threads itself). Test: tests/test_kernels_matmul.c */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_kernels.h"
+
+#ifdef HAVE_OPENBLAS
+#include <cblas.h>
+#define BLAS_MIN_T 16    // below this our register-tiled kernels win (memory-bound on W)
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// ISA detection
+
+static _Atomic int isa_cached = -1;
+
+enum cpu_isa cpu_isa_detect(void) {
+    int c = atomic_load_explicit(&isa_cached, memory_order_relaxed);
+    if (c >= 0) return (enum cpu_isa)c;
+    __builtin_cpu_init();
+    enum cpu_isa best = CPU_ISA_REF;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        best = CPU_ISA_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512vnni"))
+            best = CPU_ISA_AVX512;
+    }
+    const char *env = getenv("LLM_ISA");   // caps, never raises
+    if (env) {
+        enum cpu_isa cap = best;
+        if (!strcmp(env, "ref")) cap = CPU_ISA_REF;
+        else if (!strcmp(env, "avx2")) cap = CPU_ISA_AVX2;
+        else if (!strcmp(env, "avx512")) cap = CPU_ISA_AVX512;
+        if (cap < best) best = cap;
+    }
+    atomic_store_explicit(&isa_cached, (int)best, memory_order_relaxed);
+    return best;
+}
+
+const char *cpu_isa_name(enum cpu_isa isa) {
+    switch (isa) {
+    case CPU_ISA_REF: return "ref";
+    case CPU_ISA_AVX2: return "avx2";
+    case CPU_ISA_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+bool cpu_matmul_supports(enum qtype wt) { return wt >= 0 && wt < QT_COUNT && mm_rows_ref[wt] != NULL; }
+
+// ------------------------------------------------------------------------------------------------
+// scratch: one growable, 64-byte aligned buffer per calling thread
+
+static _Thread_local void *scratch;
+static _Thread_local size_t scratch_cap;
+
+static void *scratch_get(size_t bytes) {
+    if (bytes <= scratch_cap) return scratch;
+    size_t cap = (bytes + bytes / 2 + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, cap);
+    if (!p) return NULL;
+    free(scratch);
+    scratch = p;
+    scratch_cap = cap;
+    return p;
+}
+
+// ------------------------------------------------------------------------------------------------
+// threaded driver
+
+typedef void (*xq8_quantize_fn)(struct xq8 *a, const float *x, int64_t j0, int64_t j1);
+
+struct mm_job {
+    mm_rows_fn fn;
+    xq8_quantize_fn quant;   // phase 0 only
+    float *out;
+    const float *x;
+    struct xq8 *xq;
+    const void *w;
+    int64_t n, d, t;
+};
+
+static void range_of(int64_t total, int64_t align, int ith, int nth, int64_t *a, int64_t *b) {
+    int64_t chunk = (total + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    *a = (int64_t)ith * chunk;
+    *b = *a + chunk;
+    if (*a > total) *a = total;
+    if (*b > total) *b = total;
+}
+
+static void job_quantize(void *arg, int ith, int nth) {
+    struct mm_job *jb = arg;
+    int64_t a, b;
+    range_of(jb->t, 1, ith, nth, &a, &b);
+    if (a < b) jb->quant(jb->xq, jb->x, a, b);
+}
+
+static void job_rows(void *arg, int ith, int nth) {
+    struct mm_job *jb = arg;
+    int64_t a, b;
+    range_of(jb->d, 8, ith, nth, &a, &b);
+    if (a < b) jb->fn(jb->out, jb->d, jb->x, jb->xq, jb->w, jb->n, a, b, jb->t);
+}
+
+static void run(struct threadpool *tp, threadpool_fn fn, void *arg) {
+    if (tp) threadpool_run(tp, fn, arg);
+    else fn(arg, 0, 1);
+}
+
+#ifdef HAVE_OPENBLAS
+// true when handled by OpenBLAS (f32 prefill only: converting f16/bf16 panels and handing them to a
+// second, spinning thread team measured far slower than our own tiles on the loaded 2-core box)
+static bool matmul_blas(enum qtype wt, float *out, const float *x, const void *w, int64_t n, int64_t d,
+                        int64_t t) {
+    if (t < BLAS_MIN_T || wt != QT_F32) return false;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)d, (int)n, 1.f, x, (int)n, w, (int)n, 0.f,
+                out, (int)d);
+    return true;
+}
+#endif
+
+void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *out, const float *x,
+                const void *w, int64_t n, int64_t d, int64_t t) {
+    if (d <= 0 || t <= 0) return;
+    const mm_rows_fn *tab = isa == CPU_ISA_AVX512 ? mm_rows_avx512 : isa == CPU_ISA_AVX2 ? mm_rows_avx2 : mm_rows_ref;
+    mm_rows_fn fn = tab[wt];
+    if (!fn) fn = mm_rows_avx2[wt];   // an AVX-512 table entry may be missing: AVX2 runs there too
+    if (!fn || isa == CPU_ISA_REF) fn = mm_rows_ref[wt];
+#ifdef HAVE_OPENBLAS
+    if (isa != CPU_ISA_REF && matmul_blas(wt, out, x, w, n, d, t)) return;
+#endif
+    struct xq8 xq = {0};
+    struct mm_job jb = {.fn = fn, .out = out, .x = x, .xq = &xq, .w = w, .n = n, .d = d, .t = t};
+    if (mm_uses_xq8(wt)) {
+        void *buf = scratch_get(xq8_bytes(n, t));
+        if (!buf) {   // out of memory: no way to report through this API, so poison the output
+            for (int64_t i = 0; i < d * t; i++) out[i] = __builtin_nanf("");
+            return;
+        }
+        xq8_init(&xq, buf, n, t);
+        jb.quant = isa == CPU_ISA_AVX512 ? xq8_quantize_avx512
+                 : isa == CPU_ISA_AVX2   ? xq8_quantize_avx2
+                                         : xq8_quantize_ref;
+        int nth = tp ? threadpool_size(tp) : 1;
+        if (nth > 1 && t >= 2 * nth) run(tp, job_quantize, &jb);
+        else jb.quant(&xq, x, 0, t);
+    }
+    run(tp, job_rows, &jb);
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# tests/test_cli.sh: bad inputs to the tools give one clear error line and exit 1, never a crash
+# (exit >= 128), a hang (timeout) or silence. Also: --help works; a good run exits 0.
+set -u
+D=${TEST_DATA:-../shared/data}
+G=$D/models/stories260K/stories260K.gguf
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fail=0; n=0
+expect_err() {   # expect_err "description" "grep pattern" cmd...
+    local what=$1 pat=$2; shift 2
+    n=$((n+1))
+    local out rc
+    out=$(timeout 60 "$@" 2>&1 >/dev/null); rc=$?
+    if [ $rc -eq 0 ] || [ $rc -ge 124 ]; then
+        echo "FAIL: $what: exit $rc (want 1)"; fail=$((fail+1)); return
+    fi
+    if ! grep -qiE -- "$pat" <<<"$out"; then
+        echo "FAIL: $what: message does not match /$pat/: $out"; fail=$((fail+1)); return
+    fi
+    echo "ok: $what: $(head -c 160 <<<"$out" | head -1)"
+}
+expect_ok() {
+    local what=$1; shift
+    n=$((n+1))
+    if ! timeout 120 "$@" >/dev/null 2>"$T/err"; then echo "FAIL: $what: $(tail -2 "$T/err")"; fail=$((fail+1)); else echo "ok: $what"; fi
+}
+
+# flags
+expect_err "unknown flag" "unknown argument" ./infer -m "$G" --bogus
+expect_err "missing value" "needs a value" ./infer -m "$G" -n
+expect_err "bad number" "expects an integer" ./infer -m "$G" -n 12abc
+expect_err "bad -q" "-q must be|expects an integer" ./infer -m "$G" -q 5
+expect_err "bad temp" "expects a number" ./infer -m "$G" --temp nan
+expect_err "no model" "no model" ./infer -p hi
+expect_err "bad method" "rtn or opt" ./infer -m "$G" --method fancy
+expect_err "bad device" "unknown device" ./infer -m "$G" --device tpu
+expect_err "bad bits plan" "plan|bits|invalid|unknown" ./infer -m "$G" --bits "default=5"
+expect_err "ctx too small for prompt" "context" ./infer -m "$G" -c 2 -p "Once upon a time there was"
+expect_err "invalid UTF-8 prompt" "utf-8|invalid" ./infer -m "$G" -p $'\xff\xfe bad'
+expect_err "prompt file missing" "cannot open" ./infer -m "$G" -f "$T/nope.txt"
+# files
+expect_err "missing file" "no such file|cannot open|not found" ./infer -m "$T/missing.gguf"
+: > "$T/empty.gguf"
+expect_err "empty file" "empty|truncated|too small" ./infer -m "$T/empty.gguf"
+head -c 100000 /dev/urandom > "$T/random.bin"
+expect_err "random bytes" "error" ./infer -m "$T/random.bin"
+head -c 5000 "$G" > "$T/trunc.gguf"
+expect_err "truncated gguf" "truncated|beyond|exceeds|end of file" ./infer -m "$T/trunc.gguf"
+head -c 600000 "$G" > "$T/trunc2.gguf"
+expect_err "truncated gguf (in the data)" "truncated|past the end|exceeds|end of file" ./infer -m "$T/trunc2.gguf"
+mkdir -p "$T/dir"
+expect_err "folder without config.json" "config.json" ./infer -m "$T/dir"
+expect_err "vocab-only gguf" "vocab|no weights|tensor" ./infer -m "$D/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf" -p hi
+expect_err "llama2c without tokenizer" "none.bin: cannot open|tokenizer" ./infer -m "$D/models/stories260K/stories260K.bin" -z "$T/none.bin"
+expect_err "tokenize: bad flag" "unknown|usage" ./tokenize -m "$G" --what
+# good runs
+expect_ok "help" ./infer --help
+expect_ok "generate" ./infer -m "$G" -n 8 -p "Once upon a time" -s 1
+expect_ok "generate quantized" ./infer -m "$G" -n 8 -q 4 -s 1
+expect_ok "tokenize" ./tokenize -m "$G" -p "Once upon a time" --ids
+
+echo "$((n-fail))/$n passed"
+[ $fail -eq 0 ]
