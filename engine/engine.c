@@ -77,7 +77,9 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
         // host backends dequantize the rows they need from any type; others need one they know
         want = (be->host_memory || be->ops->supports(be, tv->type)) ? tv->type : QT_F32;
     } else if (p->quantize) {
-        want = quant_plan_type(&p->plan, name, n);
+        // a tied embedding is the output head too: the plan's "output" rule decides its precision
+        bool tied_head = en->cfg.tied_output && strcmp(name, "token_embd.weight") == 0;
+        want = quant_plan_type(&p->plan, tied_head ? "output.weight" : name, n);
     } else {
         want = be->ops->supports(be, tv->type) ? tv->type : QT_F32;   // ggml quants -> f32
     }
@@ -254,9 +256,13 @@ int engine_load(struct engine **out, const struct engine_opts *o, struct err *e)
     if ((rc = load_weights(en, o, e))) goto fail;
     en->n_ctx = o->n_ctx > 0 ? o->n_ctx : (en->cfg.seq_len < 4096 ? en->cfg.seq_len : 4096);
     if (en->n_ctx > 1 << 20) { rc = ERR(e, ERR_ARG, "context size %d is too large", en->n_ctx); goto fail; }
-    if ((rc = kv_cache_init(&en->kv, en->be, en->cfg.n_layers, en->n_ctx,
-                            en->cfg.n_kv_heads * en->cfg.head_dim, QT_F32, e)))
-        goto fail;
+    en->n_seq = o->n_seq > 0 ? o->n_seq : 1;
+    if (en->n_seq > ENGINE_MAX_BATCH) { rc = ERR(e, ERR_ARG, "at most %d parallel sequences", ENGINE_MAX_BATCH); goto fail; }
+    if (!(en->kv = calloc((size_t)en->n_seq, sizeof *en->kv))) { rc = ERR(e, ERR_OOM, "out of memory"); goto fail; }
+    for (int i = 0; i < en->n_seq; i++)
+        if ((rc = kv_cache_init(&en->kv[i], en->be, en->cfg.n_layers, en->n_ctx, en->cfg.n_kv_heads,
+                                en->cfg.head_dim, o->cache_type_k, o->cache_type_v, e)))
+            goto fail;
     if ((rc = alloc_state(en, e))) goto fail;
     if ((rc = en->be->ops->sync(en->be, e))) goto fail;
     en->load_seconds = now_s() - t0;
@@ -270,11 +276,12 @@ fail:
 void engine_free(struct engine *en) {
     if (!en) return;
     if (en->be) {
-        kv_cache_free(&en->kv, en->be);
+        for (int i = 0; en->kv && i < en->n_seq; i++) kv_cache_free(&en->kv[i], en->be);
         for (int i = 0; i < en->n_allocs; i++) en->be->ops->free(en->be, en->allocs[i]);
         en->be->ops->destroy(en->be);
     }
     free(en->allocs);
+    free(en->kv);
     free(en->w.layers);
     free(en->host_logits);
     tokenizer_free(en->tok);
@@ -289,7 +296,12 @@ struct backend *engine_backend(struct engine *en) { return en->be; }
 int engine_n_ctx(const struct engine *en) { return en->n_ctx; }
 struct tokenizer *engine_tokenizer(struct engine *en) { return en->tok; }
 size_t engine_weight_bytes(const struct engine *en) { return en->weight_bytes; }
-size_t engine_kv_bytes(const struct engine *en) { return en->kv.nbytes; }
+size_t engine_kv_bytes(const struct engine *en) {
+    size_t b = 0;
+    for (int i = 0; en->kv && i < en->n_seq; i++) b += en->kv[i].nbytes;
+    return b;
+}
+int engine_n_seq(const struct engine *en) { return en->n_seq; }
 size_t engine_scratch_bytes(const struct engine *en) { return en->scratch_bytes; }
 size_t engine_weight_bytes_per_token(const struct engine *en) { return en->weight_bytes_per_token; }
 double engine_load_seconds(const struct engine *en) { return en->load_seconds; }
@@ -299,10 +311,11 @@ int engine_tokenize(struct engine *en, const char *text, bool add_bos, bool pars
     return tokenizer_encode(en->tok, text, strlen(text), add_bos, parse_special, out, max, e);
 }
 
-int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, float *logits, bool all_logits,
-                   struct err *e) {
+int engine_forward_seq(struct engine *en, int seq, const int32_t *tokens, int n, int pos, float *logits,
+                       bool all_logits, struct err *e) {
     if (!en->be) return ERR(e, ERR_ARG, "engine loaded vocabulary-only");
     if (n <= 0) return ERR(e, ERR_ARG, "no tokens");
+    if (seq < 0 || seq >= en->n_seq) return ERR(e, ERR_ARG, "sequence %d out of range [0, %d)", seq, en->n_seq);
     if (pos < 0 || (int64_t)pos + n > en->n_ctx)
         return ERR(e, ERR_ARG, "context full: positions %d..%d exceed the context size %d (use -c)", pos,
                    pos + n - 1, en->n_ctx);
@@ -315,7 +328,8 @@ int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, flo
     for (int done = 0; done < n;) {
         int b = n - done < ENGINE_MAX_BATCH ? n - done : ENGINE_MAX_BATCH;
         bool last = done + b == n;
-        int rows = forward_batch(en, tokens + done, b, pos + done, all_logits);
+        struct seq_span sp = {seq, 0, b, pos + done};
+        int rows = forward_batch(en, tokens + done, b, &sp, 1, all_logits);
         if (logits && (all_logits || last)) {
             float *dst = all_logits ? logits + (size_t)done * V : logits;
             if ((rc = en->be->ops->download(en->be, dst, en->s.logits.data, (size_t)rows * V * sizeof(float), e)))
@@ -324,6 +338,42 @@ int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, flo
         done += b;
     }
     return en->be->ops->sync(en->be, e);
+}
+
+int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, float *logits, bool all_logits,
+                   struct err *e) {
+    return engine_forward_seq(en, 0, tokens, n, pos, logits, all_logits, e);
+}
+
+int engine_decode_multi(struct engine *en, const int32_t *tokens, const int *seq, const int *pos, int n,
+                        float *logits, struct err *e) {
+    if (!en->be) return ERR(e, ERR_ARG, "engine loaded vocabulary-only");
+    if (n <= 0 || n > en->n_seq) return ERR(e, ERR_ARG, "decode_multi: %d sequences, engine has %d", n, en->n_seq);
+    struct seq_span sp[ENGINE_MAX_BATCH];
+    for (int i = 0; i < n; i++) {
+        if (seq[i] < 0 || seq[i] >= en->n_seq) return ERR(e, ERR_ARG, "sequence %d out of range", seq[i]);
+        for (int j = 0; j < i; j++)
+            if (seq[j] == seq[i]) return ERR(e, ERR_ARG, "sequence %d given twice in one step", seq[i]);
+        if (pos[i] < 0 || pos[i] >= en->n_ctx)
+            return ERR(e, ERR_ARG, "context full: position %d of sequence %d exceeds the context size %d",
+                       pos[i], seq[i], en->n_ctx);
+        if (tokens[i] < 0 || tokens[i] >= en->cfg.vocab_size)
+            return ERR(e, ERR_ARG, "token id %d out of range [0, %d)", tokens[i], en->cfg.vocab_size);
+        sp[i] = (struct seq_span){seq[i], i, 1, pos[i]};
+    }
+    int rc;
+    if (n > 1 && (rc = grow_logits(en, e))) return rc;
+    int rows = forward_batch(en, tokens, n, sp, n, true);
+    if ((rc = en->be->ops->download(en->be, logits, en->s.logits.data,
+                                    (size_t)rows * (size_t)en->cfg.vocab_size * sizeof(float), e)))
+        return rc;
+    return en->be->ops->sync(en->be, e);
+}
+
+int engine_kv_shift(struct engine *en, int seq, int keep, int n_discard, int n_past, struct err *e) {
+    if (!en->be) return ERR(e, ERR_ARG, "engine loaded vocabulary-only");
+    if (seq < 0 || seq >= en->n_seq) return ERR(e, ERR_ARG, "sequence %d out of range [0, %d)", seq, en->n_seq);
+    return kv_cache_shift(&en->kv[seq], en->be, keep, n_discard, n_past, en->cfg.rope_theta, (int)en->cfg.rope, e);
 }
 
 // ------------------------------------------------------------------------------------------------
