@@ -45,6 +45,10 @@ LIB_C     := $(filter-out %_main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 TOOL_C    := $(filter-out %_main.c,$(foreach d,$(TOOL_DIRS),$(wildcard $(d)/*.c)))
 CU_SRC    := $(wildcard kernels/cuda/*.cu)
 PROGS     := $(patsubst %_main.c,%,$(notdir $(MAIN_C)))
+# bench/ and eval/ are source folders, so their programs are ./llm-bench and ./llm-eval (a file
+# cannot share a folder's name; llama.cpp names its tools llama-bench etc. for the same reason).
+prog_name  = $(if $(filter bench eval,$(1)),llm-$(1),$(1))
+PROG_NAMES:= $(foreach p,$(PROGS),$(call prog_name,$(p)))
 TEST_C    := $(wildcard tests/test_*.c)
 TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_C))
 TEST_UTIL := $(filter-out tests/test_%.c tests/fuzz_%.c,$(wildcard tests/*.c))
@@ -72,7 +76,7 @@ $(BUILD)/%_avx2.o:   CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
 
 .PHONY: all test cuda debug models clean format bench eval config check-python fuzz demo
-all: config $(PROGS)
+all: config $(PROG_NAMES)
 
 config:
 	@echo "[config] $(CFG_CUDA)"
@@ -95,20 +99,20 @@ $(LIBTOOLS): $(TOOL_OBJ)
 
 # programs: ./infer, ./tokenize, ./quantize, ./ppl, ./eval, ./bench
 define PROG_RULE
-$(BUILD)/bin/$(1): $(BUILD)/$(patsubst %.c,%.o,$(filter %/$(1)_main.c,$(MAIN_C))) $(LIBTOOLS) $(LIBENG)
+$(BUILD)/bin/$(call prog_name,$(1)): $(BUILD)/$(patsubst %.c,%.o,$(filter %/$(1)_main.c,$(MAIN_C))) $(LIBTOOLS) $(LIBENG)
 	@mkdir -p $$(@D)
 	$$(CC) $$(LDFLAGS) $$^ $$(LDLIBS) -o $$@
-$(1): $(BUILD)/bin/$(1)
-	@ln -sf $(BUILD)/bin/$(1) $(1)
+$(call prog_name,$(1)): $(BUILD)/bin/$(call prog_name,$(1))
+	@ln -sfn $(BUILD)/bin/$(call prog_name,$(1)) $(call prog_name,$(1))
 endef
 $(foreach p,$(PROGS),$(eval $(call PROG_RULE,$(p))))
-.PHONY: $(PROGS)
+.PHONY: $(PROG_NAMES)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TUTIL_OBJ) $(LIBTOOLS) $(LIBENG)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-tests-build: $(TESTS) $(PROGS)
+tests-build: $(TESTS) $(PROG_NAMES)
 .PHONY: tests-build
 
 test: all models check-python
@@ -144,6 +148,6 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 
 clean:
-	rm -rf build build-* $(PROGS)
+	rm -rf build build-* $(PROG_NAMES)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -135,13 +135,18 @@ static int load_weights(struct engine *en, const struct engine_opts *o, struct e
     p.quantize = o->quant_bits > 0 || (o->bits_plan && *o->bits_plan);
     if (p.quantize) {
         int bits = o->quant_bits > 0 ? o->quant_bits : 32;
+        // Below 8 bits the output head (also the embedding when tied) defaults to 8 bits, as
+        // llama.cpp's Q4_0/Q4_K_M keep it at Q6_K/Q8_0: it is ~6% of a 1B model's weights but the
+        // layer perplexity is most sensitive to (docs/QUANT_FORMATS.md). A plan rule overrides it.
+        const char *head = (o->quant_bits > 0 && o->quant_bits < 8) ? "output=8" : "";
         FILE *pf = o->bits_plan ? fopen(o->bits_plan, "r") : NULL;   // --bits may name a plan file
         if (pf) {
             fclose(pf);
-            if (quant_plan_parse(&p.plan, "", bits, e) || quant_plan_load_file(&p.plan, o->bits_plan, e))
+            if (quant_plan_parse(&p.plan, head, bits, e) || quant_plan_load_file(&p.plan, o->bits_plan, e))
                 return e->code;
-        } else if (quant_plan_parse(&p.plan, o->bits_plan ? o->bits_plan : "", bits, e)) {
-            return e->code;
+        } else {
+            if (quant_plan_parse(&p.plan, head, bits, e)) return e->code;
+            if (o->bits_plan && *o->bits_plan && quant_plan_add(&p.plan, o->bits_plan, e)) return e->code;
         }
     }
     p.total = 2 + 9 * c->n_layers + 1;
@@ -302,6 +307,10 @@ size_t engine_kv_bytes(const struct engine *en) {
     return b;
 }
 int engine_n_seq(const struct engine *en) { return en->n_seq; }
+enum qtype engine_kv_type(const struct engine *en, int which) {
+    if (!en->kv) return QT_F32;
+    return which ? en->kv[0].type_v : en->kv[0].type_k;
+}
 size_t engine_scratch_bytes(const struct engine *en) { return en->scratch_bytes; }
 size_t engine_weight_bytes_per_token(const struct engine *en) { return en->weight_bytes_per_token; }
 double engine_load_seconds(const struct engine *en) { return en->load_seconds; }

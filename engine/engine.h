@@ -16,6 +16,9 @@ struct engine_opts {
     const char *quant_method;    // "rtn" or "opt" (NULL = "opt")
     const char *device;          // "cpu" (default) or "cuda"
     int n_gpu_layers;            // -ngl: > 0 selects cuda
+    enum qtype cache_type_k;     // -ctk: KV cache key type: QT_F32 (0, default), QT_F16, QT_GGML_Q8_0, QT_GGML_Q4_0
+    enum qtype cache_type_v;     // -ctv: value type, same choices
+    int n_seq;                   // -np: independent sequences, each with its own KV cache (0 = 1)
     bool quiet;                  // no progress output on stderr
     bool vocab_only;             // tokenizer only
 };
@@ -43,9 +46,25 @@ int engine_tokenize(struct engine *en, const char *text, bool add_bos, bool pars
 int engine_forward(struct engine *en, const int32_t *tokens, int n, int pos, float *logits,
                    bool all_logits, struct err *e);
 
+/* Sequence seq (0 .. engine_n_seq-1) of an engine loaded with n_seq > 1: the same as engine_forward
+ * on that sequence's own KV cache (engine_forward is sequence 0). */
+int engine_forward_seq(struct engine *en, int seq, const int32_t *tokens, int n, int pos, float *logits,
+                       bool all_logits, struct err *e);
+int engine_n_seq(const struct engine *en);
+/* One decode step for n distinct sequences at once: token i goes to sequence seq[i] at position
+ * pos[i]. The matmuls run once over all n rows (matrix-matrix); RoPE, the cache append and
+ * attention run per sequence. logits: n x vocab_size. n <= engine_n_seq. */
+int engine_decode_multi(struct engine *en, const int32_t *tokens, const int *seq, const int *pos, int n,
+                        float *logits, struct err *e);
+/* Context shift of sequence seq: drop positions [keep, keep + n_discard), move [keep + n_discard,
+ * n_past) down by n_discard, re-rotating the cached keys (RoPE by -n_discard). The caller then
+ * continues at position n_past - n_discard. Host-memory backends (ERR_UNSUPPORTED otherwise). */
+int engine_kv_shift(struct engine *en, int seq, int keep, int n_discard, int n_past, struct err *e);
+
 /* Memory accounting (bytes). */
 size_t engine_weight_bytes(const struct engine *en);   // weights as stored for compute
-size_t engine_kv_bytes(const struct engine *en);       // KV cache, allocated
+size_t engine_kv_bytes(const struct engine *en);       // KV cache, allocated (all sequences)
+enum qtype engine_kv_type(const struct engine *en, int which);   // 0 = keys, 1 = values
 size_t engine_scratch_bytes(const struct engine *en);  // activations
 /* Bytes of weights read per decoded token (every matrix once, embedding row excluded). */
 size_t engine_weight_bytes_per_token(const struct engine *en);

@@ -2,6 +2,8 @@
  * Pre-norm transformer: x = embed(tokens); per layer x += attn(rmsnorm(x)); x += ffn(rmsnorm(x));
  * logits = rmsnorm(x) @ output^T. Grouped-query attention over the KV cache, RoPE on q and k,
  * SwiGLU FFN. Prefill runs all tokens of a batch through each matmul at once (matrix-matrix).
+ * A batch may hold several sequences (-np): the matmuls see all rows; RoPE, the cache append and
+ * attention run per span of rows, each with its own positions and KV cache.
  * Reference: llama2.c run.c forward(); test: tests/test_model_stories.c */
 #include "engine/model.h"
 
@@ -13,10 +15,17 @@ static struct tensor rows(const struct tensor *full, int n) {
     return t;
 }
 
+// A view of rows [row0, row0 + n) of an f32 activation.
+static struct tensor span_rows(const struct tensor *full, int row0, int n) {
+    struct tensor t = rows(full, n);
+    t.data = (float *)full->data + (size_t)row0 * (size_t)full->ne[0];
+    return t;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Attention block: x += wo @ attention(rope(wq @ xn), rope(wk @ xn), wv @ xn)
 
-static void attention_block(struct engine *en, int l, int n, int pos) {
+static void attention_block(struct engine *en, int l, int n, const struct seq_span *sp, int n_sp) {
     struct backend *be = en->be;
     const struct model_config *c = &en->cfg;
     const struct layer_weights *lw = &en->w.layers[l];
@@ -28,13 +37,18 @@ static void attention_block(struct engine *en, int l, int n, int pos) {
     be->ops->matmul(be, &q, &xb, &lw->wq);   // (n, n_heads * head_dim)
     be->ops->matmul(be, &k, &xb, &lw->wk);   // (n, n_kv_heads * head_dim)
     be->ops->matmul(be, &v, &xb, &lw->wv);
-    be->ops->rope(be, &q, c->n_heads, c->head_dim, pos, c->rope_theta, (int)c->rope);
-    be->ops->rope(be, &k, c->n_kv_heads, c->head_dim, pos, c->rope_theta, (int)c->rope);
-    // append this batch's keys/values at rows pos .. pos+n-1, then attend causally over 0 .. pos+t
-    be->ops->set_rows(be, &en->kv.k[l], pos, &k);
-    be->ops->set_rows(be, &en->kv.v[l], pos, &v);
-    be->ops->attention(be, &att, &q, &en->kv.k[l], &en->kv.v[l], c->n_heads, c->n_kv_heads,
-                       c->head_dim, pos);
+    for (int i = 0; i < n_sp; i++) {         // one span per sequence (a single one unless -np)
+        const int r0 = sp[i].row0, m = sp[i].n, pos = sp[i].pos;
+        struct kv_cache *kv = &en->kv[sp[i].seq];
+        struct tensor qs = span_rows(&q, r0, m), ks = span_rows(&k, r0, m), vs = span_rows(&v, r0, m);
+        struct tensor as = span_rows(&att, r0, m);
+        be->ops->rope(be, &qs, c->n_heads, c->head_dim, pos, c->rope_theta, (int)c->rope);
+        be->ops->rope(be, &ks, c->n_kv_heads, c->head_dim, pos, c->rope_theta, (int)c->rope);
+        // append the span's keys/values at rows pos .. pos+m-1, then attend causally over 0 .. pos+t
+        be->ops->set_rows(be, &kv->k[l], pos, &ks);
+        be->ops->set_rows(be, &kv->v[l], pos, &vs);
+        be->ops->attention(be, &as, &qs, &kv->k[l], &kv->v[l], c->n_heads, c->n_kv_heads, c->head_dim, pos);
+    }
     be->ops->matmul(be, &xb2, &att, &lw->wo);  // (n, dim)
     be->ops->add(be, &x, &x, &xb2);            // residual
 }
@@ -73,12 +87,13 @@ static int output_head(struct engine *en, int n, bool all_logits) {
     return n_out;
 }
 
-int forward_batch(struct engine *en, const int32_t *tokens, int n, int pos, bool all_logits) {
+int forward_batch(struct engine *en, const int32_t *tokens, int n, const struct seq_span *sp, int n_sp,
+                  bool all_logits) {
     struct backend *be = en->be;
     struct tensor x = rows(&en->s.x, n);
     be->ops->embed(be, &x, &en->w.token_embd, tokens, n);   // (n, dim)
     for (int l = 0; l < en->cfg.n_layers; l++) {
-        attention_block(en, l, n, pos);
+        attention_block(en, l, n, sp, n_sp);
         ffn_block(en, l, n);
     }
     return output_head(en, n, all_logits);

@@ -1,16 +1,19 @@
 /* engine/infer_main.c: ./infer, generate text from a prompt (llama.cpp's flag names).
  *   ./infer -m MODEL [-q 4] -p "Once upon a time" -n 128
- * Streams text to stdout; timings and memory to stderr at exit. */
+ *   ./infer -m MODEL -np 4 -f prompts.txt          (four sequences decoded in one batch)
+ *   ./infer -m MODEL -md DRAFT --draft 5 -p ...    (speculative decoding)
+ *   ./infer -m MODEL -i                            (chat REPL)
+ *   ./infer -m MODEL --grid GRID -f PROMPTS -o DIR (option grid -> logs and CSVs, engine/grid.c)
+ * Streams text to stdout; timings and memory to stderr at exit. Flags: docs/GENERATION.md. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#include "engine/args.h"
 #include "engine/chat.h"
-#include "engine/engine.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "engine/gen_opts.h"
+#include "engine/grid.h"
 
 static double now_ms(void) {
     struct timespec ts;
@@ -21,266 +24,315 @@ static double now_ms(void) {
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) { g_stop = 1; }
 
-static void usage(FILE *f) {
-    fprintf(f,
-        "usage: ./infer -m MODEL [options]\n"
-        "Generate text with a Llama-architecture model (GGUF, llama2.c .bin, Hugging Face folder, or\n"
-        "this engine's model.bin).\n\n"
-        "model and hardware:\n"
-        "  -m, --model PATH          model file or folder (required)\n"
-        "  -z, --tokenizer PATH      tokenizer.bin for llama2.c models (default: next to the model)\n"
-        "  -q, --quant N             quantize weights at load to N bits: 8, 4, 3 or 2 (group 64)\n"
-        "      --bits PLAN           mixed precision plan, e.g. \"default=4,blk.0-1=8,output=8\"\n"
-        "      --method rtn|opt      quantizer: round-to-nearest or optimized (default opt)\n"
-        "  -t, --threads N           CPU threads (default: all cores)\n"
-        "  -c, --ctx-size N          context size = KV cache length (default: model's, at most 4096)\n"
-        "  -ngl, --n-gpu-layers N    N > 0 runs on the GPU (CUDA); all layers are offloaded\n"
-        "      --device cpu|cuda     backend (default cpu)\n\n"
-        "prompt and generation:\n"
-        "  -p, --prompt TEXT         prompt (default: empty, generation starts from BOS)\n"
-        "  -f, --file PATH           read the prompt from a file\n"
-        "  -n, --n-predict N         tokens to generate (default 128; -1 = until the context is full)\n"
-        "      --ignore-eos          do not stop at end-of-sequence tokens\n"
-        "      --chat                wrap the prompt in the model's chat template (special tokens parsed)\n"
-        "  -sys, --system-prompt T   system message for --chat\n"
-        "      --no-display-prompt   do not echo the prompt\n"
-        "      --verbose-prompt      print the prompt's token ids to stderr\n\n"
-        "sampling (llama.cpp's defaults):\n"
-        "  -s, --seed N              RNG seed (default -1 = from the clock)\n"
-        "      --temp T              temperature (default 0.8; 0 = greedy)\n"
-        "      --top-k K             (default 40; 0 = off)\n"
-        "      --top-p P             (default 0.95; 1 = off)\n"
-        "      --min-p P             (default 0.05; 0 = off)\n"
-        "      --typical P           locally typical sampling (default 1 = off)\n"
-        "      --tfs Z               tail-free sampling (default 1 = off)\n"
-        "      --mirostat 0|1|2      mirostat sampling (default 0 = off)\n"
-        "      --mirostat-lr ETA     mirostat learning rate (default 0.1)\n"
-        "      --mirostat-ent TAU    mirostat target entropy (default 5.0)\n"
-        "      --repeat-penalty R    (default 1.0 = off)\n"
-        "      --repeat-last-n N     tokens the penalties look back on (default 64; 0 off; -1 all)\n"
-        "      --presence-penalty P  (default 0)\n"
-        "      --frequency-penalty P (default 0)\n"
-        "  -h, --help                this help\n");
+static void emit_stdout(void *user, const char *text, size_t len) {
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
 }
 
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "error: cannot open prompt file %s\n", path); return NULL; }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += r;
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) { free(buf); buf = NULL; }
-            else buf = nb;
-        }
+static void print_perf(struct engine *en, const struct gen_stats *st, double t_load, double t_total) {
+    const struct backend *be = engine_backend(en);
+    const struct model_config *cfg = engine_config(en);
+    fprintf(stderr, "\n");
+    fprintf(stderr, "perf: backend = %s, threads = %d, model = %s\n", be->ops->name, be->n_threads, cfg->name);
+    fprintf(stderr, "perf:        load time = %10.2f ms\n", t_load);
+    if (st->n_prompt > 0)
+        fprintf(stderr, "perf: prompt eval time = %10.2f ms / %5d tokens (%8.2f ms per token, %8.2f tokens per second)\n",
+                st->t_prompt_ms, st->n_prompt, st->t_prompt_ms / st->n_prompt, 1e3 * st->n_prompt / st->t_prompt_ms);
+    if (st->n_eval > 0)
+        fprintf(stderr, "perf:        eval time = %10.2f ms / %5d runs   (%8.2f ms per token, %8.2f tokens per second)\n",
+                st->t_eval_ms, st->n_eval, st->t_eval_ms / st->n_eval, 1e3 * st->n_eval / st->t_eval_ms);
+    else
+        fprintf(stderr, "perf:        eval time = %10.2f ms / %5d runs\n", st->t_eval_ms, st->n_eval);
+    fprintf(stderr, "perf:       total time = %10.2f ms / %5d tokens\n", t_total, st->n_prompt + st->n_gen);
+    if (st->n_shift) fprintf(stderr, "context: %d shifts\n", st->n_shift);
+    fprintf(stderr, "memory: model %.2f MiB, KV cache %.2f MiB (K %s, V %s; %d x %d layers x %d seq), compute %.2f MiB\n",
+            engine_weight_bytes(en) / 1048576.0, engine_kv_bytes(en) / 1048576.0,
+            qtype_traits[engine_kv_type(en, 0)].name, qtype_traits[engine_kv_type(en, 1)].name, engine_n_ctx(en),
+            cfg->n_layers, engine_n_seq(en), engine_scratch_bytes(en) / 1048576.0);
+}
+
+/* Prints the prompt's text (as the tokenizer reads it back). */
+static void echo_prompt(struct engine *en, const int32_t *toks, int n) {
+    struct detok dt;
+    detok_init(&dt);
+    char piece[256];
+    for (int i = 0; i < n; i++) {
+        size_t k = tokenizer_decode_token(engine_tokenizer(en), &dt, toks[i], piece, sizeof piece);
+        fwrite(piece, 1, k, stdout);
     }
-    fclose(f);
-    if (!buf) { fprintf(stderr, "error: out of memory reading %s\n", path); return NULL; }
-    buf[n] = 0;
+    fflush(stdout);
+}
+
+// ------------------------------------------------------------------------------------------------
+// -np: N sequences in one batch. Prompts are the non-empty lines of the prompt text, cycled.
+
+struct seq_out { char *buf; size_t len, cap; };
+static void emit_buf(void *user, const char *text, size_t len) {
+    struct seq_out *o = user;
+    if (o->len + len + 1 > o->cap) {
+        size_t cap = (o->len + len + 1) * 2;
+        char *nb = realloc(o->buf, cap);
+        if (!nb) return;
+        o->buf = nb;
+        o->cap = cap;
+    }
+    memcpy(o->buf + o->len, text, len);
+    o->len += len;
+    o->buf[o->len] = 0;
+}
+
+static void emit_tee(void *user, const char *text, size_t len) {
+    emit_buf(user, text, len);
+    emit_stdout(NULL, text, len);
+}
+
+static int run_parallel(struct engine *en, const struct run_opts *r, const char *text, struct gen_stats *st,
+                        struct err *e) {
+    const int n = r->n_parallel;
+    char *copy = strdup(text);
+    char *lines[256];
+    int n_lines = 0;
+    for (char *s = strtok(copy, "\n"); s && n_lines < 256; s = strtok(NULL, "\n"))
+        if (*s) lines[n_lines++] = s;
+    if (n_lines == 0) lines[n_lines++] = "";
+    struct gen *gens = calloc((size_t)n, sizeof *gens);
+    struct seq_out *outs = calloc((size_t)n, sizeof *outs);
+    int rc = (!gens || !outs) ? ERR(e, ERR_OOM, "out of memory") : ERR_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        struct gen_params gp = r->g;
+        gp.sp.seed = r->g.sp.seed + (uint64_t)i;
+        int32_t *toks = NULL;
+        int nt = run_tokenize_prompt(en, lines[i % n_lines], r->chat, r->sys, &toks, e);
+        if (nt < 0) { rc = e->code; break; }
+        if ((rc = gen_init(&gens[i], en, i, &gp, emit_buf, &outs[i], e)) == ERR_OK) {
+            if (r->display_prompt) emit_buf(&outs[i], lines[i % n_lines], strlen(lines[i % n_lines]));
+            rc = gen_feed(&gens[i], toks, nt, st, e);
+        }
+        free(toks);
+    }
+    if (!rc) rc = gen_run_parallel(gens, n, &g_stop, st, e);
+    for (int i = 0; i < n; i++) {
+        if (!rc) printf("=== sequence %d ===\n%s\n", i, outs[i].buf ? outs[i].buf : "");
+        gen_free(&gens[i]);
+        free(outs[i].buf);
+    }
+    fflush(stdout);
+    free(gens);
+    free(outs);
+    free(copy);
+    return rc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// -i: chat REPL. Each turn renders the whole conversation with the chat template and feeds only the
+// text after what the cache already holds (the previous reply's tokens are in the cache; its end
+// marker, e.g. <|im_end|>, is not: the model sampled it but it was never decoded).
+
+static char *read_line(FILE *in, bool *eof) {
+    size_t cap = 256, n = 0;
+    char *buf = malloc(cap);
+    *eof = false;
+    for (int c; buf;) {
+        errno = 0;
+        c = fgetc(in);
+        if (c == EOF) {
+            if (errno == EINTR && !g_stop) { clearerr(in); continue; }
+            *eof = true;
+            break;
+        }
+        if (c == '\n') break;
+        if (n + 2 > cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) { free(buf); return NULL; }
+            buf = nb;
+        }
+        buf[n++] = (char)c;
+    }
+    if (buf) buf[n] = 0;
+    if (buf && *eof && n == 0) { free(buf); return NULL; }
     return buf;
 }
 
-int main(int argc, char **argv) {
-    struct engine_opts o = {0};
-    struct sampler_params sp;
-    sampler_params_default(&sp);
-    sp.seed = UINT64_MAX;
-    const char *prompt = NULL, *prompt_file = NULL, *sys = NULL;
-    int n_predict = 128;
-    bool ignore_eos = false, chat = false, display_prompt = true, verbose_prompt = false;
+static int run_interactive(struct engine *en, const struct run_opts *r, struct gen_stats *st, struct err *e) {
+    const struct vocab *voc = engine_vocab(en);
+    enum chat_style cs = chat_detect(voc->chat_template);
+    struct gen g;
+    int rc = gen_init(&g, en, 0, &r->g, emit_stdout, NULL, e);
+    if (rc) return rc;
+    struct chat_msg *msgs = NULL;
+    int n_msgs = 0, cap_msgs = 0;
+    char *prev_open = strdup("");   // rendered conversation up to the last assistant header
+    struct seq_out reply = {0};
+    if (r->sys) {
+        cap_msgs = 8;
+        msgs = malloc(sizeof *msgs * (size_t)cap_msgs);
+        msgs[n_msgs++] = (struct chat_msg){"system", strdup(r->sys)};
+    }
+    fprintf(stderr, "interactive chat (%s template): type a message; Ctrl-C stops an answer, Ctrl-D exits\n",
+            chat_style_name(cs));
+    for (;;) {
+        fprintf(stdout, "\n> ");
+        fflush(stdout);
+        g_stop = 0;
+        bool eof;
+        char *line = read_line(stdin, &eof);
+        if (!line || g_stop) { free(line); break; }
+        if (n_msgs + 2 > cap_msgs) {
+            cap_msgs = cap_msgs ? 2 * cap_msgs : 8;
+            msgs = realloc(msgs, sizeof *msgs * (size_t)cap_msgs);
+        }
+        if (reply.buf) msgs[n_msgs++] = (struct chat_msg){"assistant", strdup(reply.buf)};
+        msgs[n_msgs++] = (struct chat_msg){"user", line};
+        char *full = chat_apply(cs, msgs, n_msgs, true);
+        if (!full) { rc = ERR(e, ERR_OOM, "out of memory"); break; }
+        // the new text: after the previous assistant header and the reply the cache holds
+        size_t skip = strlen(prev_open) + reply.len;
+        const char *feed = full;
+        if (g.n_past > 0 && strncmp(full, prev_open, strlen(prev_open)) == 0 && skip <= strlen(full) &&
+            (reply.len == 0 || strncmp(full + strlen(prev_open), reply.buf, reply.len) == 0))
+            feed = full + skip;
+        int32_t *toks = malloc(sizeof(int32_t) * (strlen(feed) + 8));
+        int nt = toks ? tokenizer_encode(engine_tokenizer(en), feed, strlen(feed), g.n_past == 0 && voc->add_bos,
+                                         true, toks, (int)strlen(feed) + 8, e) : -1;
+        if (nt < 0) { free(toks); free(full); rc = e->code ? e->code : ERR_OOM; break; }
+        if ((rc = gen_feed(&g, toks, nt, st, e))) { free(toks); free(full); break; }
+        free(toks);
+        free(prev_open);
+        prev_open = full;
+        reply.len = 0;
+        if (reply.buf) reply.buf[0] = 0;
+        g.emit = emit_tee;   // stream the reply and keep its text for the next turn's diff
+        g.user = &reply;
+        struct gen_stats turn = {.hash = GEN_HASH_INIT};
+        rc = gen_run(&g, &g_stop, &turn, e);
+        st->n_gen += turn.n_gen;
+        st->n_eval += turn.n_eval;
+        st->t_eval_ms += turn.t_eval_ms;
+        st->n_shift += turn.n_shift;
+        if (turn.interrupted) fprintf(stderr, "\n[stopped]");
+        if (rc || eof) break;
+    }
+    printf("\n");
+    for (int i = 0; i < n_msgs; i++) free((char *)msgs[i].content);
+    free(msgs);
+    free(prev_open);
+    free(reply.buf);
+    gen_free(&g);
+    return rc;
+}
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define IS(x) (strcmp(a, x) == 0)
-#define NEXT() (i++, v)
-        bool ok = true;
-        if (IS("-h") || IS("--help")) { usage(stdout); return 0; }
-        else if (IS("-m") || IS("--model")) { if (!(o.model_path = NEXT())) ok = false; }
-        else if (IS("-z") || IS("--tokenizer")) { if (!(o.tokenizer_path = NEXT())) ok = false; }
-        else if (IS("-q") || IS("--quant")) {
-            ok = arg_int(a, NEXT(), 2, 8, &o.quant_bits);
-            if (ok && o.quant_bits != 2 && o.quant_bits != 3 && o.quant_bits != 4 && o.quant_bits != 8) {
-                fprintf(stderr, "error: -q must be 8, 4, 3 or 2\n");
-                ok = false;
-            }
-        }
-        else if (IS("--bits")) { if (!(o.bits_plan = NEXT())) ok = false; }
-        else if (IS("--method")) {
-            o.quant_method = NEXT();
-            ok = o.quant_method && (!strcmp(o.quant_method, "rtn") || !strcmp(o.quant_method, "opt"));
-            if (!ok) { fprintf(stderr, "error: --method expects rtn or opt\n"); return 1; }
-        }
-        else if (IS("-t") || IS("--threads")) ok = arg_int(a, NEXT(), 1, 1024, &o.n_threads);
-        else if (IS("-c") || IS("--ctx-size")) ok = arg_int(a, NEXT(), 1, 1 << 20, &o.n_ctx);
-        else if (IS("-ngl") || IS("--n-gpu-layers") || IS("--gpu-layers")) ok = arg_int(a, NEXT(), 0, 100000, &o.n_gpu_layers);
-        else if (IS("--device")) { if (!(o.device = NEXT())) ok = false; }
-        else if (IS("-p") || IS("--prompt")) { if (!(prompt = NEXT())) ok = false; }
-        else if (IS("-f") || IS("--file")) { if (!(prompt_file = NEXT())) ok = false; }
-        else if (IS("-n") || IS("--n-predict")) ok = arg_int(a, NEXT(), -1, 1 << 24, &n_predict);
-        else if (IS("--ignore-eos")) ignore_eos = true;
-        else if (IS("--chat") || IS("-cnv") || IS("--conversation")) chat = true;
-        else if (IS("-sys") || IS("--system-prompt")) { if (!(sys = NEXT())) ok = false; }
-        else if (IS("--no-display-prompt")) display_prompt = false;
-        else if (IS("--verbose-prompt")) verbose_prompt = true;
-        else if (IS("-s") || IS("--seed")) ok = arg_u64(a, NEXT(), &sp.seed);
-        else if (IS("--temp")) ok = arg_float(a, NEXT(), 0, 100, &sp.temp);
-        else if (IS("--top-k")) ok = arg_int(a, NEXT(), 0, 1 << 30, &sp.top_k);
-        else if (IS("--top-p")) ok = arg_float(a, NEXT(), 0, 1, &sp.top_p);
-        else if (IS("--min-p")) ok = arg_float(a, NEXT(), 0, 1, &sp.min_p);
-        else if (IS("--typical")) ok = arg_float(a, NEXT(), 0, 1, &sp.typical_p);
-        else if (IS("--tfs")) ok = arg_float(a, NEXT(), 0, 1, &sp.tfs_z);
-        else if (IS("--mirostat")) ok = arg_int(a, NEXT(), 0, 2, &sp.mirostat);
-        else if (IS("--mirostat-lr")) ok = arg_float(a, NEXT(), 0, 10, &sp.mirostat_eta);
-        else if (IS("--mirostat-ent")) ok = arg_float(a, NEXT(), 0, 100, &sp.mirostat_tau);
-        else if (IS("--repeat-penalty")) ok = arg_float(a, NEXT(), 0.01, 100, &sp.repeat_penalty);
-        else if (IS("--repeat-last-n")) ok = arg_int(a, NEXT(), -1, 1 << 24, &sp.repeat_last_n);
-        else if (IS("--presence-penalty")) ok = arg_float(a, NEXT(), -100, 100, &sp.presence_penalty);
-        else if (IS("--frequency-penalty")) ok = arg_float(a, NEXT(), -100, 100, &sp.frequency_penalty);
-        else { fprintf(stderr, "error: unknown argument '%s' (see --help)\n", a); return 1; }
-        if (!ok) {
-            if (i >= argc) fprintf(stderr, "error: %s needs a value\n", a);
-            return 1;
-        }
-#undef IS
-#undef NEXT
+// ------------------------------------------------------------------------------------------------
+
+int main(int argc, char **argv) {
+    struct run_opts r;
+    run_opts_default(&r);
+    for (int i = 1; i < argc;) {
+        int k = run_opts_parse(&r, argv[i], i + 1 < argc ? argv[i + 1] : NULL);
+        if (k == 0) { run_opts_usage(stdout); return 0; }
+        if (k < 0) return 1;
+        i += k;
     }
-    if (!o.model_path) { fprintf(stderr, "error: no model given (-m MODEL); see --help\n"); return 1; }
-    if (prompt && prompt_file) { fprintf(stderr, "error: give either -p or -f, not both\n"); return 1; }
+    if (!r.o.model_path) { fprintf(stderr, "error: no model given (-m MODEL); see --help\n"); return 1; }
+    if (r.prompt && r.prompt_file) { fprintf(stderr, "error: give either -p or -f, not both\n"); return 1; }
+    if (r.grp_attn_n != 1) {
+        fprintf(stderr, "error: --grp-attn-n/--grp-attn-w (self-extend) is not supported yet\n");
+        return 1;
+    }
+    if (r.draft_path && (r.n_parallel > 1 || r.interactive)) {
+        fprintf(stderr, "error: -md works with a single sequence, not with -np or -i\n");
+        return 1;
+    }
+    if (r.interactive && r.n_parallel > 1) { fprintf(stderr, "error: -i and -np do not combine\n"); return 1; }
+    if (r.g.sp.seed == UINT64_MAX) r.g.sp.seed = (uint64_t)time(NULL);
+    if (r.grid_file) return grid_main(&r) ? 1 : 0;
+
     char *file_text = NULL;
-    if (prompt_file) {
-        if (!(file_text = read_text_file(prompt_file))) return 1;
-        prompt = file_text;
+    if (r.prompt_file) {
+        if (!(file_text = run_read_file(r.prompt_file))) return 1;
+        r.prompt = file_text;
     }
-    if (!prompt) prompt = "";
-    if (sp.seed == UINT64_MAX) sp.seed = (uint64_t)time(NULL);
+    if (!r.prompt) r.prompt = "";
 
     double t_start = now_ms();
     struct err e = {0};
-    struct engine *en;
-    if (engine_load(&en, &o, &e)) {
+    struct engine *en = NULL, *draft = NULL;
+    r.o.n_seq = r.n_parallel;
+    if (engine_load(&en, &r.o, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         free(file_text);
         return 1;
     }
-    const struct model_config *cfg = engine_config(en);
-    const struct vocab *voc = engine_vocab(en);
-    struct tokenizer *tok = engine_tokenizer(en);
-    const int n_ctx = engine_n_ctx(en);
-
-    // ---- prompt -> tokens (chat template when asked)
-    char *templated = NULL;
-    const char *text = prompt;
-    bool special = false;
-    if (chat) {
-        enum chat_style cs = chat_detect(voc->chat_template);
-        if (cs == CHAT_NONE) {
-            fprintf(stderr, "warning: %s has no chat template this engine recognises; using ChatML\n", o.model_path);
-            cs = CHAT_CHATML;
-        }
-        struct chat_msg msgs[2];
-        int nm = 0;
-        if (sys) msgs[nm++] = (struct chat_msg){"system", sys};
-        msgs[nm++] = (struct chat_msg){"user", prompt};
-        templated = chat_apply(cs, msgs, nm, true);
-        if (!templated) { fprintf(stderr, "error: out of memory\n"); return 1; }
-        text = templated;
-        special = true;
-    }
-    // every token covers at least one byte, plus BOS and a space prefix: this bound never overflows
-    const size_t cap = strlen(text) + 8 > (size_t)n_ctx + 1 ? strlen(text) + 8 : (size_t)n_ctx + 1;
-    int32_t *toks = malloc(sizeof(int32_t) * cap);
-    if (!toks) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    int n_prompt = tokenizer_encode(tok, text, strlen(text), voc->add_bos, special, toks, (int)cap, &e);
-    if (n_prompt < 0) {
-        fprintf(stderr, "error: prompt: %s\n", e.msg);
-        return 1;
-    }
-    if (n_prompt == 0) {   // a model without BOS and an empty prompt: nothing to condition on
-        fprintf(stderr, "error: the prompt is empty and the model has no BOS token; give -p TEXT\n");
-        return 1;
-    }
-    if (n_prompt >= n_ctx) {
-        fprintf(stderr, "error: the prompt has %d tokens, the context only %d (use -c)\n", n_prompt, n_ctx);
-        return 1;
-    }
-    if (verbose_prompt) {
-        fprintf(stderr, "prompt: %d tokens:", n_prompt);
-        for (int i = 0; i < n_prompt; i++) fprintf(stderr, " %d", toks[i]);
-        fprintf(stderr, "\n");
-    }
-
-    struct sampler *smp = sampler_create(&sp, cfg->vocab_size);
-    float *logits = malloc(sizeof(float) * (size_t)cfg->vocab_size);
-    if (!smp || !logits) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    struct detok dt;
-    detok_init(&dt);
-    char piece[256];
-    if (display_prompt && !chat)
-        for (int i = 0; i < n_prompt; i++) {
-            size_t k = tokenizer_decode_token(tok, &dt, toks[i], piece, sizeof piece);
-            fwrite(piece, 1, k, stdout);
-        }
-    fflush(stdout);
-    for (int i = 0; i < n_prompt; i++) sampler_accept(smp, toks[i]);
-
-    signal(SIGINT, on_sigint);
-    double t_load = now_ms() - t_start, t0 = now_ms();
-    if (engine_forward(en, toks, n_prompt, 0, logits, false, &e)) {
-        fprintf(stderr, "\nerror: %s\n", e.msg);
-        return 1;
-    }
-    double t_prompt = now_ms() - t0;
-    int pos = n_prompt, n_gen = 0;
-    const int limit = n_predict < 0 ? n_ctx - n_prompt : n_predict;
-    t0 = now_ms();
-    int n_eval = 0;
-    while (n_gen < limit && !g_stop) {
-        int32_t next = sampler_sample(smp, logits);
-        bool eog = next == voc->eos || (voc->eot >= 0 && next == voc->eot) || next == voc->bos;
-        if (eog && !ignore_eos) break;
-        n_gen++;
-        sampler_accept(smp, next);
-        size_t k = tokenizer_decode_token(tok, &dt, next, piece, sizeof piece);
-        fwrite(piece, 1, k, stdout);
-        fflush(stdout);
-        if (n_gen == limit) break;
-        if (pos >= n_ctx) { fprintf(stderr, "\n[context full: %d tokens]\n", n_ctx); break; }
-        if (engine_forward(en, &next, 1, pos, logits, false, &e)) {
-            fprintf(stderr, "\nerror: %s\n", e.msg);
+    if (r.draft_path) {
+        struct engine_opts d = r.o;
+        d.model_path = r.draft_path;
+        d.tokenizer_path = NULL;
+        d.quant_bits = r.draft_quant;
+        d.bits_plan = NULL;
+        d.n_seq = 1;
+        d.quiet = true;
+        d.n_ctx = engine_n_ctx(en);
+        if (engine_load(&draft, &d, &e)) {
+            fprintf(stderr, "error: draft model: %s\n", e.msg);
+            engine_free(en);
+            free(file_text);
             return 1;
         }
-        n_eval++;
-        pos++;
     }
-    size_t k = detok_flush(&dt, piece, sizeof piece);
-    fwrite(piece, 1, k, stdout);
-    printf("\n");
-    fflush(stdout);
-    double t_eval = now_ms() - t0, t_total = now_ms() - t_start;
-
-    const struct backend *be = engine_backend(en);
-    fprintf(stderr, "\n");
-    fprintf(stderr, "perf: backend = %s, threads = %d, model = %s\n", be->ops->name, be->n_threads, cfg->name);
-    fprintf(stderr, "perf:        load time = %10.2f ms\n", t_load);
-    fprintf(stderr, "perf: prompt eval time = %10.2f ms / %5d tokens (%8.2f ms per token, %8.2f tokens per second)\n",
-            t_prompt, n_prompt, t_prompt / n_prompt, 1e3 * n_prompt / t_prompt);
-    if (n_eval > 0)
-        fprintf(stderr, "perf:        eval time = %10.2f ms / %5d runs   (%8.2f ms per token, %8.2f tokens per second)\n",
-                t_eval, n_eval, t_eval / n_eval, 1e3 * n_eval / t_eval);
-    else
-        fprintf(stderr, "perf:        eval time = %10.2f ms / %5d runs\n", t_eval, n_eval);
-    fprintf(stderr, "perf:       total time = %10.2f ms / %5d tokens\n", t_total, n_prompt + n_gen);
-    fprintf(stderr, "memory: model %.2f MiB, KV cache %.2f MiB (%d x %d), compute %.2f MiB\n",
-            engine_weight_bytes(en) / 1048576.0, engine_kv_bytes(en) / 1048576.0, n_ctx, cfg->n_layers,
-            engine_scratch_bytes(en) / 1048576.0);
-    if (g_stop) fprintf(stderr, "[interrupted]\n");
-    sampler_free(smp);
-    free(logits);
-    free(toks);
-    free(templated);
-    free(file_text);
+    signal(SIGINT, on_sigint);
+    struct gen_stats st = {.hash = GEN_HASH_INIT};
+    int rc = ERR_OK;
+    double t_load = now_ms() - t_start;
+    if (r.interactive) {
+        rc = run_interactive(en, &r, &st, &e);
+    } else if (r.n_parallel > 1) {
+        rc = run_parallel(en, &r, r.prompt, &st, &e);
+    } else {
+        int32_t *toks = NULL;
+        int n = run_tokenize_prompt(en, r.prompt, r.chat, r.sys, &toks, &e);
+        if (n < 0) {
+            fprintf(stderr, "error: prompt: %s\n", e.msg);
+            rc = e.code ? e.code : ERR_ARG;
+            goto done;
+        }
+        if (n >= engine_n_ctx(en)) {
+            fprintf(stderr, "error: the prompt has %d tokens, the context only %d (use -c)\n", n, engine_n_ctx(en));
+            free(toks);
+            rc = ERR_ARG;
+            goto done;
+        }
+        if (r.verbose_prompt) {
+            fprintf(stderr, "prompt: %d tokens:", n);
+            for (int i = 0; i < n; i++) fprintf(stderr, " %d", toks[i]);
+            fprintf(stderr, "\n");
+        }
+        if (r.display_prompt && !r.chat) echo_prompt(en, toks, n);
+        struct gen g;
+        if (!(rc = gen_init(&g, en, 0, &r.g, emit_stdout, NULL, &e))) {
+            if (!(rc = gen_feed(&g, toks, n, &st, &e)))
+                rc = draft ? gen_run_speculative(&g, draft, r.n_draft, &g_stop, &st, &e)
+                           : gen_run(&g, &g_stop, &st, &e);
+            gen_free(&g);
+        }
+        free(toks);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (rc && e.msg[0]) fprintf(stderr, "\nerror: %s\n", e.msg);
+    if (!rc) {
+        print_perf(en, &st, t_load, now_ms() - t_start);
+        if (r.n_parallel > 1)
+            fprintf(stderr, "parallel: %d sequences, %d tokens generated in %.2f ms: %.2f tokens per second aggregate\n",
+                    r.n_parallel, st.n_gen, st.t_eval_ms, 1e3 * st.n_gen / st.t_eval_ms);
+        if (draft)
+            fprintf(stderr, "speculative: draft %s, %d drafted, %d accepted (%.1f%%), %d target passes for %d tokens\n",
+                    r.draft_path, st.n_drafted, st.n_accepted,
+                    st.n_drafted ? 100.0 * st.n_accepted / st.n_drafted : 0.0, st.n_eval, st.n_gen);
+        if (r.no_kv_offload) fprintf(stderr, "note: -nkvo has no effect: the CPU backend keeps the KV cache on the host\n");
+        if (g_stop) fprintf(stderr, "[interrupted]\n");
+    }
+done:
+    engine_free(draft);
     engine_free(en);
-    return 0;
+    free(file_text);
+    return rc ? 1 : 0;
 }

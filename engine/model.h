@@ -37,7 +37,8 @@ struct engine {
     struct tokenizer *tok;
     struct backend *be;
     struct weights w;
-    struct kv_cache kv;
+    struct kv_cache *kv;               // n_seq caches: one per parallel sequence (-np)
+    int n_seq;
     struct run_state s;
     int n_ctx;
     void **allocs;                     // backend allocations to free
@@ -47,8 +48,13 @@ struct engine {
     float *host_logits;                // staging for download when the backend is not host memory
 };
 
-/* engine/forward.c: one pass over n <= ENGINE_MAX_BATCH tokens; logits rows written to s.logits
- * for the last token (or every token when all_logits). Returns rows of logits produced. */
-int forward_batch(struct engine *en, const int32_t *tokens, int n, int pos, bool all_logits);
+/* Rows [row0, row0 + n) of a batch belong to sequence seq (its KV cache) at positions pos .. pos+n-1. */
+struct seq_span { int seq, row0, n, pos; };
+
+/* engine/forward.c: one pass over n <= ENGINE_MAX_BATCH tokens made of n_sp spans (in row order,
+ * covering 0..n); logits rows written to s.logits for the last token (or every token when
+ * all_logits). Returns rows of logits produced. */
+int forward_batch(struct engine *en, const int32_t *tokens, int n, const struct seq_span *sp, int n_sp,
+                  bool all_logits);
 
 #endif

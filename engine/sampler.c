@@ -103,8 +103,6 @@ static void apply_penalties(struct sampler *s, struct cand *c) {
     }
 }
 
-static int top_k(struct cand *c, int n, int k) { return (k > 0 && k < n) ? k : n; }
-
 // Moves the k largest candidates to c[0..k) in descending order: a size-k min-heap, O(n log k),
 // so top-k 40 over a 32k vocabulary costs far less than sorting everything.
 static void heap_down(struct cand *h, int k, int i) {
@@ -126,10 +124,12 @@ static int select_top(struct cand *c, int n, int k) {
     return k;
 }
 
+/* Tail-free sampling (llama.cpp): |second difference| of the sorted probabilities, normalised to
+ * sum 1 (uniform when the sum is <= 1e-6); keep the first i candidates where i is the first index
+ * (i >= 1) at which the running sum exceeds z. Note: keeps i, not i + 1, as llama.cpp does. */
 static int tail_free(struct cand *c, int n, float z) {
     if (z >= 1.0f || n <= 2) return n;
     softmax(c, n);
-    // second derivative of the sorted probabilities, normalised; keep until its cumsum exceeds z
     float *d2 = malloc((size_t)(n - 2) * sizeof *d2);
     if (!d2) return n;
     double sum = 0;
@@ -139,44 +139,44 @@ static int tail_free(struct cand *c, int n, float z) {
         sum += d2[i];
     }
     int keep = n;
-    if (sum > 0) {
-        double cum = 0;
-        for (int i = 0; i < n - 2; i++) {
-            cum += d2[i] / sum;
-            if (cum > z) { keep = i + 1; break; }
-        }
+    double cum = 0;
+    for (int i = 0; i < n - 2; i++) {
+        cum += sum > 1e-6 ? d2[i] / sum : 1.0 / (n - 2);
+        if (cum > z && i >= 1) { keep = i; break; }
     }
     free(d2);
-    return keep < 1 ? 1 : keep;
+    return keep;
 }
 
+struct tkey { float key; int idx; };
+static int cmp_tkey(const void *a, const void *b) {
+    const struct tkey *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->idx - y->idx;   // ties keep the probability order
+}
+
+/* Locally typical sampling (llama.cpp): order by |-ln p - H| ascending, keep the shortest prefix
+ * whose mass exceeds tp (strictly, as llama.cpp does). */
 static int typical(struct cand *c, int n, float tp) {
     if (tp >= 1.0f || n <= 1) return n;
     softmax(c, n);
     double ent = 0;
     for (int i = 0; i < n; i++) if (c[i].p > 0) ent -= c[i].p * log(c[i].p);
-    // sort by |(-log p) - H| ascending, keep the smallest set with mass >= tp
     struct cand *tmp = malloc((size_t)n * sizeof *tmp);
-    float *key = malloc((size_t)n * sizeof *key);
-    int *idx = malloc((size_t)n * sizeof *idx);
-    if (!tmp || !key || !idx) { free(tmp); free(key); free(idx); return n; }
-    for (int i = 0; i < n; i++) { key[i] = fabsf((float)(-log(c[i].p) - ent)); idx[i] = i; }
-    // insertion-free: simple qsort on indices by key
-    for (int i = 1; i < n; i++) {   // n is already truncated by top-k typically; O(n^2) worst only if not
-        int v = idx[i], j = i - 1;
-        while (j >= 0 && key[idx[j]] > key[v]) { idx[j + 1] = idx[j]; j--; }
-        idx[j + 1] = v;
-    }
+    struct tkey *k = malloc((size_t)n * sizeof *k);
+    if (!tmp || !k) { free(tmp); free(k); return n; }
+    for (int i = 0; i < n; i++) k[i] = (struct tkey){fabsf((float)(-log(c[i].p) - ent)), i};
+    qsort(k, (size_t)n, sizeof *k, cmp_tkey);
     double cum = 0;
     int keep = n;
     for (int i = 0; i < n; i++) {
-        cum += c[idx[i]].p;
-        if (cum >= tp) { keep = i + 1; break; }
+        cum += c[k[i].idx].p;
+        if (cum > tp) { keep = i + 1; break; }
     }
-    for (int i = 0; i < keep; i++) tmp[i] = c[idx[i]];
+    for (int i = 0; i < keep; i++) tmp[i] = c[k[i].idx];
     memcpy(c, tmp, (size_t)keep * sizeof *c);
-    free(tmp); free(key); free(idx);
-    sort_desc(c, keep);
+    free(tmp); free(k);
+    sort_desc(c, keep);   // later stages expect descending logits
     return keep;
 }
 
@@ -242,26 +242,46 @@ static int32_t mirostat(struct sampler *s, struct cand *c, int n) {
     return id;
 }
 
-int32_t sampler_sample(struct sampler *s, const float *logits) {
+/* The truncation chain and temperature: survivors in c[0..n) with probabilities set. */
+static int run_chain(struct sampler *s, const float *logits) {
     const struct sampler_params *p = &s->p;
     struct cand *c = s->c;
     int n = s->n_vocab;
     for (int i = 0; i < n; i++) c[i] = (struct cand){i, logits[i], 0};
     apply_penalties(s, c);
-    if (p->temp <= 0.0f) {   // greedy: first maximum
-        int32_t best = 0;
-        for (int i = 1; i < n; i++) if (c[i].logit > c[best].logit) best = i;
-        return best;
-    }
-    if (p->mirostat == 1 || p->mirostat == 2) {
-        sort_desc(c, n);
-        return mirostat(s, c, n);
-    }
-    n = select_top(c, n, top_k(c, n, p->top_k));
+    n = select_top(c, n, (p->top_k > 0 && p->top_k < n) ? p->top_k : n);
     n = tail_free(c, n, p->tfs_z);
     n = typical(c, n, p->typical_p);
     n = top_p(c, n, p->top_p);
     n = min_p(c, n, p->min_p);
     for (int i = 0; i < n; i++) c[i].logit /= p->temp;
+    softmax(c, n);
+    return n;
+}
+
+int sampler_survivors(struct sampler *s, const float *logits, int32_t *ids, float *probs, int max) {
+    int n = run_chain(s, logits);
+    for (int i = 0; i < n && i < max; i++) { ids[i] = s->c[i].id; probs[i] = s->c[i].p; }
+    return n;
+}
+
+int32_t sampler_sample(struct sampler *s, const float *logits) {
+    const struct sampler_params *p = &s->p;
+    struct cand *c = s->c;
+    int n = s->n_vocab;
+    if (p->temp <= 0.0f) {   // greedy (after the penalties): first maximum
+        for (int i = 0; i < n; i++) c[i] = (struct cand){i, logits[i], 0};
+        apply_penalties(s, c);
+        int32_t best = 0;
+        for (int i = 1; i < n; i++) if (c[i].logit > c[best].logit) best = i;
+        return best;
+    }
+    if (p->mirostat == 1 || p->mirostat == 2) {
+        for (int i = 0; i < n; i++) c[i] = (struct cand){i, logits[i], 0};
+        apply_penalties(s, c);
+        sort_desc(c, n);
+        return mirostat(s, c, n);
+    }
+    n = run_chain(s, logits);
     return draw(s, c, n);
 }

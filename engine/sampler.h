@@ -33,6 +33,10 @@ void sampler_free(struct sampler *s);
 void sampler_accept(struct sampler *s, int32_t token);
 /* Sample from logits[n_vocab] (not modified). */
 int32_t sampler_sample(struct sampler *s, const float *logits);
+/* The candidates that survive penalties, top-k, tail-free, typical, top-p and min-p, with their
+ * probabilities after temperature (temp > 0, mirostat off), in descending probability order.
+ * Writes at most max of them; returns how many survive. For tests and --verbose inspection. */
+int sampler_survivors(struct sampler *s, const float *logits, int32_t *ids, float *probs, int max);
 /* Mirostat's running mu (for tests). */
 float sampler_mirostat_mu(const struct sampler *s);
 /* Uniform [0,1) from the sampler's RNG (xorshift64*), exposed for tests. */

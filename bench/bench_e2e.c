@@ -1,0 +1,296 @@
+/* bench/bench_e2e.c: end-to-end speed through the public engine API, modelled on llama-bench.
+ * pp: one engine_forward over a random prompt; tg: tokens one at a time after a 4-token prompt;
+ * --no-kv-cache adds the naive decode that re-runs the whole prefix from position 0 every step.
+ * Reports tok/s (mean +- sd over reps), GB/s of weights read and % of the measured roofline.
+ * Run: ./bench -m model.gguf -p 128 -n 32 -t 1,2 */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench.h"
+#include "engine/engine.h"
+
+#define TG_PROMPT 4   // tokens in the KV cache before a tg test starts timing
+
+struct e2e_row {
+    char model[128];
+    double size_gib;          // engine_weight_bytes / 2^30
+    double params;            // elements of every tensor in the file
+    char type[24];
+    int threads;
+    char test[24];            // "pp512", "tg128"
+    bool is_tg;
+    struct bench_stats tps;   // tokens per second over reps
+    struct bench_stats naive; // --no-kv-cache decode, tokens per second (n = 0 if not run)
+    double gbs, pct;          // weight GB/s at the mean t/s; % of the roof (mem for tg, fma for pp)
+    bool mem_roof;
+    size_t bytes_per_token, weight_bytes, kv_bytes, peak_rss;
+    double load_s;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Model facts from the public API
+
+/* Elements in every tensor of the file (llama-bench's "params"), and in the matrices a token
+ * multiplies with (for the flop count: 2 flops per weight per token). */
+static void count_params(struct engine *en, double *all, double *matmul) {
+    const struct model_file *mf = engine_model_file(en);
+    bool tied = engine_config(en)->tied_output;
+    *all = *matmul = 0;
+    for (int i = 0; i < mf->n_tensors; i++) {
+        const struct tensor_view *v = &mf->tensors[i];
+        double ne = 1;
+        for (int k = 0; k < v->n_dims; k++) ne *= (double)v->ne[k];
+        *all += ne;
+        if (v->n_dims >= 2 && (strcmp(v->name, "token_embd.weight") != 0 || tied)) *matmul += ne;
+    }
+}
+
+/* "q4_g64" for -q 4; else the file's type of a layer matrix (norms are f32 in every format), with
+ * "->f32" appended when the engine stores it wider for compute (ggml q8_0/q4_0 are dequantized at
+ * load), judged from the engine's bits per weight. */
+static void type_name(struct engine *en, int quant_bits, double params, char *buf, size_t cap) {
+    if (quant_bits > 0) {
+        int qt = qtype_for_bits(quant_bits);
+        snprintf(buf, cap, "%s", qt >= 0 ? qtype_traits[qt].name : "?");
+        return;
+    }
+    const struct tensor_view *v = model_file_find(engine_model_file(en), "blk.0.ffn_down.weight");
+    if (!v) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    double bpw = 8.0 * (double)engine_weight_bytes(en) / params, file_bpw = qtype_traits[v->type].bpw;
+    const char *as = "";
+    if (bpw > 1.5 * file_bpw) as = bpw > 24 ? "->f32" : "->f16";
+    snprintf(buf, cap, "%s%s", qtype_traits[v->type].name, as);
+}
+
+static void fmt_params(double p, char *buf, size_t cap) {
+    if (p >= 1e9) snprintf(buf, cap, "%.2f B", p / 1e9);
+    else snprintf(buf, cap, "%.1f M", p / 1e6);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tests
+
+static int run_pp(struct engine *en, int n, struct bench_rng *g, float *logits, double *sec,
+                  struct err *e) {
+    int vocab = engine_config(en)->vocab_size;
+    int32_t *tok = malloc((size_t)n * sizeof *tok);
+    if (!tok) return ERR(e, ERR_OOM, "prompt");
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)(bench_rng_u64(g) % (uint64_t)vocab);
+    double t0 = bench_now();
+    int rc = engine_forward(en, tok, n, 0, logits, false, e);
+    *sec = bench_now() - t0;
+    free(tok);
+    return rc;
+}
+
+/* Decode n tokens after TG_PROMPT. naive: every step runs the whole sequence from position 0 (the
+ * KV cache is simply overwritten), i.e. what generation costs without a cache. */
+static int run_tg(struct engine *en, int n, bool naive, struct bench_rng *g, float *logits,
+                  double *sec, struct err *e) {
+    int vocab = engine_config(en)->vocab_size, len = TG_PROMPT + n;
+    int32_t *tok = malloc((size_t)len * sizeof *tok);
+    if (!tok) return ERR(e, ERR_OOM, "tokens");
+    for (int i = 0; i < len; i++) tok[i] = (int32_t)(bench_rng_u64(g) % (uint64_t)vocab);
+    int rc = naive ? 0 : engine_forward(en, tok, TG_PROMPT, 0, logits, false, e);
+    double t0 = bench_now();
+    for (int i = 0; !rc && i < n; i++) {
+        int pos = TG_PROMPT + i;
+        rc = naive ? engine_forward(en, tok, pos + 1, 0, logits, false, e)
+                   : engine_forward(en, tok + pos, 1, pos, logits, false, e);
+    }
+    *sec = bench_now() - t0;
+    free(tok);
+    return rc;
+}
+
+static int measure(struct engine *en, bool is_tg, bool naive, int n, int reps, struct bench_rng *g,
+                   float *logits, struct bench_stats *out, struct err *e) {
+    double tps[64];
+    if (reps > 64) reps = 64;
+    for (int r = 0; r < reps; r++) {
+        double sec;
+        int rc = is_tg ? run_tg(en, n, naive, g, logits, &sec, e) : run_pp(en, n, g, logits, &sec, e);
+        if (rc) return rc;
+        tps[r] = n / sec;
+        fprintf(stderr, "  %s%d%s rep %d/%d: %.2f t/s\n", is_tg ? "tg" : "pp", n,
+                naive ? " (no KV cache)" : "", r + 1, reps, tps[r]);
+    }
+    *out = bench_stats_of(tps, reps);
+    return 0;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output
+
+static void print_md(const struct e2e_row *rows, int n, bool naive, const struct stream_result *sr) {
+    printf("| model | size | params | type | threads | test | t/s | GB/s | %%roof |%s\n",
+           naive ? " t/s (no KV cache) | KV speedup |" : "");
+    printf("| ----- | ---: | -----: | ---- | ------: | ---- | --: | ---: | ----: |%s\n",
+           naive ? " ---------------: | ---------: |" : "");
+    for (int i = 0; i < n; i++) {
+        const struct e2e_row *r = &rows[i];
+        char params[32];
+        fmt_params(r->params, params, sizeof params);
+        printf("| %s | %.2f GiB | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f%% %s |", r->model,
+               r->size_gib, params, r->type, r->threads, r->test, r->tps.mean,
+               r->tps.stddev, r->gbs, r->pct, r->mem_roof ? "mem" : "fma");
+        if (naive) {
+            if (r->naive.n) printf(" %.2f ± %.2f | %.2fx |", r->naive.mean, r->naive.stddev,
+                                   r->tps.mean / r->naive.mean);
+            else printf(" - | - |");
+        }
+        printf("\n");
+    }
+    printf("\n");
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && rows[i].threads == rows[i - 1].threads && !strcmp(rows[i].type, rows[i - 1].type))
+            continue;
+        const struct e2e_row *r = &rows[i];
+        printf("- %s, %s, %d thread(s): weights %.3f GB, read per token %.3f GB, KV cache %.2f MiB, "
+               "peak RSS %.2f GiB, load %.1f s\n", r->model, r->type, r->threads, r->weight_bytes / 1e9,
+               r->bytes_per_token / 1e9, r->kv_bytes / 1048576.0, r->peak_rss / 1073741824.0, r->load_s);
+    }
+    printf("- roofline: %s; read roof per thread count:", sr->cpu);
+    for (int i = 0; i < sr->n; i++)
+        printf(" %d: %.1f GB/s / %.0f GFLOP/s;", sr->threads[i], sr->read_gbs[i], sr->fma_gflops[i]);
+    printf("\n- %%roof: tg = GB/s / read roof (mem); pp = 2 x matmul params x t/s / FMA roof (fma)\n");
+}
+
+static void print_csv(const struct e2e_row *rows, int n) {
+    printf("model,size_bytes,params,type,threads,test,tps_mean,tps_sd,tps_median,reps,gbs,pct_roof,"
+           "roof,naive_tps_mean,naive_tps_sd,bytes_per_token,kv_bytes,peak_rss,load_s\n");
+    for (int i = 0; i < n; i++) {
+        const struct e2e_row *r = &rows[i];
+        printf("%s,%zu,%.0f,%s,%d,%s,%.4f,%.4f,%.4f,%d,%.3f,%.2f,%s,%.4f,%.4f,%zu,%zu,%zu,%.2f\n",
+               r->model, r->weight_bytes, r->params, r->type, r->threads, r->test, r->tps.mean,
+               r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->mem_roof ? "mem" : "fma",
+               r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss, r->load_s);
+    }
+}
+
+static void print_json(const struct e2e_row *rows, int n) {
+    printf("[\n");
+    for (int i = 0; i < n; i++) {
+        const struct e2e_row *r = &rows[i];
+        printf("  {\"model\": \"%s\", \"size_bytes\": %zu, \"params\": %.0f, \"type\": \"%s\", "
+               "\"threads\": %d, \"test\": \"%s\", \"tps_mean\": %.4f, \"tps_sd\": %.4f, "
+               "\"tps_median\": %.4f, \"reps\": %d, \"gbs\": %.3f, \"pct_roof\": %.2f, "
+               "\"roof\": \"%s\", \"naive_tps_mean\": %.4f, \"naive_tps_sd\": %.4f, "
+               "\"bytes_per_token\": %zu, \"kv_bytes\": %zu, \"peak_rss\": %zu, \"load_s\": %.2f}%s\n",
+               r->model, r->weight_bytes, r->params, r->type, r->threads, r->test, r->tps.mean,
+               r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->mem_roof ? "mem" : "fma",
+               r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss,
+               r->load_s, i + 1 < n ? "," : "");
+    }
+    printf("]\n");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Driver
+
+static void model_label(const char *path, const struct model_config *c, char *buf, size_t cap) {
+    if (c->name[0]) {
+        snprintf(buf, cap, "%s", c->name);
+        return;
+    }
+    const char *s = strrchr(path, '/');
+    snprintf(buf, cap, "%s", s ? s + 1 : path);
+}
+
+/* The label goes into csv and json unquoted/unescaped: keep it to characters that need neither. */
+static void sanitize(char *s) {
+    for (; *s; s++)
+        if (*s == '"' || *s == '\\' || *s == ',' || (unsigned char)*s < 0x20) *s = '_';
+}
+
+int bench_e2e_run(const struct bench_e2e_opts *o) {
+    int max_t = 1, max_len = TG_PROMPT;
+    for (int i = 0; i < o->n_threads; i++) max_t = o->threads[i] > max_t ? o->threads[i] : max_t;
+    for (int i = 0; i < o->n_pp; i++) max_len = o->pp[i] > max_len ? o->pp[i] : max_len;
+    for (int i = 0; i < o->n_tg; i++)
+        max_len = TG_PROMPT + o->tg[i] > max_len ? TG_PROMPT + o->tg[i] : max_len;
+    struct stream_result sr;
+    if (stream_get(&sr, max_t) != 0) return 1;
+    int cap = o->n_quant * o->n_threads * (o->n_pp + o->n_tg), n_rows = 0;
+    struct e2e_row *rows = calloc((size_t)(cap > 0 ? cap : 1), sizeof *rows);
+    if (!rows) return 1;
+    struct bench_rng g;
+    bench_rng_seed(&g, o->seed);
+    int rc = 0;
+    for (int qi = 0; qi < o->n_quant && !rc; qi++) {
+        for (int ti = 0; ti < o->n_threads && !rc; ti++) {
+            struct engine_opts eo = {.model_path = o->model_path, .n_ctx = max_len,
+                                     .n_threads = o->threads[ti], .quant_bits = o->quant_bits[qi],
+                                     .n_gpu_layers = o->n_gpu_layers, .quiet = true,
+                                     .quant_method = o->quant_method};
+            struct engine *en = NULL;
+            struct err e = {0};
+            fprintf(stderr, "bench: loading %s (threads %d, -q %d)\n", o->model_path, o->threads[ti],
+                    o->quant_bits[qi]);
+            if ((rc = engine_load(&en, &eo, &e))) {
+                fprintf(stderr, "bench: %s\n", e.msg);
+                break;
+            }
+            const struct model_config *c = engine_config(en);
+            float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+            struct e2e_row base = {.threads = o->threads[ti],
+                                   .size_gib = engine_weight_bytes(en) / 1073741824.0,
+                                   .bytes_per_token = engine_weight_bytes_per_token(en),
+                                   .weight_bytes = engine_weight_bytes(en),
+                                   .kv_bytes = engine_kv_bytes(en), .load_s = engine_load_seconds(en)};
+            double mm_params;
+            count_params(en, &base.params, &mm_params);
+            model_label(o->model_path, c, base.model, sizeof base.model);
+            sanitize(base.model);
+            type_name(en, o->quant_bits[qi], base.params, base.type, sizeof base.type);
+            struct roofline rf = stream_roofline(&sr, o->threads[ti]);
+            double warm;   // one short untimed pass: page faults, thread wake-up (llama-bench does too)
+            if (!logits || (rc = run_pp(en, TG_PROMPT, &g, logits, &warm, &e))) {
+                fprintf(stderr, "bench: %s\n", logits ? e.msg : "out of memory");
+                free(logits);
+                engine_free(en);
+                rc = rc ? rc : 1;
+                break;
+            }
+            for (int k = 0; k < o->n_pp + o->n_tg && !rc; k++) {
+                struct e2e_row *r = &rows[n_rows];
+                *r = base;
+                r->is_tg = k >= o->n_pp;
+                int n = r->is_tg ? o->tg[k - o->n_pp] : o->pp[k];
+                snprintf(r->test, sizeof r->test, "%s%d", r->is_tg ? "tg" : "pp", n);
+                rc = measure(en, r->is_tg, false, n, o->reps, &g, logits, &r->tps, &e);
+                if (!rc && r->is_tg && o->no_kv_cache)
+                    rc = measure(en, true, true, n, o->reps, &g, logits, &r->naive, &e);
+                if (rc) {
+                    fprintf(stderr, "bench: %s\n", e.msg);
+                    break;
+                }
+                if (r->is_tg) {   // every token streams all weights once: a bandwidth roof
+                    r->gbs = (double)r->bytes_per_token * r->tps.mean / 1e9;
+                    r->pct = 100.0 * r->gbs / rf.peak_gbs;
+                    r->mem_roof = true;
+                } else {          // one pass reads the weights once for n tokens: a compute roof
+                    r->gbs = (double)r->bytes_per_token * r->tps.mean / n / 1e9;
+                    r->pct = 100.0 * 2.0 * mm_params * r->tps.mean / 1e9 / rf.peak_gflops;
+                    r->mem_roof = false;
+                }
+                r->peak_rss = bench_peak_rss();
+                n_rows++;
+            }
+            free(logits);
+            engine_free(en);
+        }
+    }
+    if (n_rows) {
+        if (o->fmt == FMT_MD) print_md(rows, n_rows, o->no_kv_cache, &sr);
+        else if (o->fmt == FMT_CSV) print_csv(rows, n_rows);
+        else print_json(rows, n_rows);
+    }
+    free(rows);
+    return rc ? 1 : 0;
+}
