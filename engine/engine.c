@@ -338,7 +338,13 @@ int engine_forward_seq(struct engine *en, int seq, const int32_t *tokens, int n,
         int b = n - done < ENGINE_MAX_BATCH ? n - done : ENGINE_MAX_BATCH;
         bool last = done + b == n;
         struct seq_span sp = {seq, 0, b, pos + done};
+        // A decode step on a backend that can record it (CUDA graphs) is captured and replayed as
+        // one launch; LLM_NO_CAPTURE=1 turns this off to compare.
+        bool capture = b == 1 && en->be->ops->begin_capture && !getenv("LLM_NO_CAPTURE") &&
+                       en->be->ops->begin_capture(en->be) == ERR_OK;
         int rows = forward_batch(en, tokens + done, b, &sp, 1, all_logits);
+        if (capture && (rc = en->be->ops->end_capture(en->be)))
+            return ERR(e, rc, "%s backend: replaying the captured decode step failed", en->be->ops->name);
         if (logits && (all_logits || last)) {
             float *dst = all_logits ? logits + (size_t)done * V : logits;
             if ((rc = en->be->ops->download(en->be, dst, en->s.logits.data, (size_t)rows * V * sizeof(float), e)))

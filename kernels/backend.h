@@ -56,6 +56,13 @@ struct backend_ops {
                    const struct tensor *up);
     /* out = a + b, elementwise */
     void (*add)(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b);
+
+    /* Optional (NULL when absent): record the compute ops between the two calls and replay them as
+     * one unit (a CUDA graph), so a decode step costs one launch instead of ~300. Only compute ops
+     * may be called in between; results are ready after end_capture. Return 0 or an enum err_code;
+     * on failure the engine runs the step op by op instead. */
+    int (*begin_capture)(struct backend *be);
+    int (*end_capture)(struct backend *be);
 };
 
 struct backend {

@@ -453,6 +453,8 @@ static const struct backend_ops cuda_ops = {
     .attention = cu_attention,
     .swiglu = cu_swiglu,
     .add = cu_add,
+    .begin_capture = backend_cuda_graph_begin,
+    .end_capture = backend_cuda_graph_end_and_launch,
 };
 
 __global__ void k_probe(int *flag) {
