@@ -2,7 +2,7 @@
  * pp: one engine_forward over a random prompt; tg: tokens one at a time after a 4-token prompt;
  * --no-kv-cache adds the naive decode that re-runs the whole prefix from position 0 every step.
  * Reports tok/s (mean +- sd over reps), GB/s of weights read and % of the measured roofline.
- * Run: ./bench -m model.gguf -p 128 -n 32 -t 1,2 */
+ * Run: ./llm-bench -m model.gguf -p 128 -n 32 -t 1,2 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

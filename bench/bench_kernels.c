@@ -2,7 +2,7 @@
  * supports at TinyLlama shapes, t = 1 (matvec) and t = 128 (matmul). Each row is first checked
  * against the CPU_ISA_REF result, then timed: 3 warm-ups, >= 0.5 s of reps, median and min, matvec
  * weights rotated among copies totalling >= 128 MB so every rep reads from DRAM.
- * Run: ./bench --kernels [--filter matvec] [-t N]; docs/BENCH.md */
+ * Run: ./llm-bench --kernels [--filter matvec] [-t N]; docs/BENCH.md */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>

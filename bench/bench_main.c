@@ -1,4 +1,5 @@
-/* bench/bench_main.c: ./bench, the command line. Four modes: -m MODEL (end-to-end, like llama-bench),
+/* bench/bench_main.c: ./llm-bench, the command line. Four modes: -m MODEL (end-to-end, like
+ * llama-bench),
  * --stream (bandwidth/FMA roofline, cached per machine), --kernels (cpu_matmul microbenchmarks) and
  * --make-model PRESET (synthetic GGUF). Every flag is in --help and docs/BENCH.md. */
 #include <errno.h>
@@ -14,11 +15,11 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: ./bench -m MODEL [options]              end-to-end prefill/decode speed\n"
-        "       ./bench --stream [-t LIST]              measure the memory/FMA roofline (cached)\n"
-        "       ./bench --kernels [--filter S] [-t LIST] matmul microbenchmarks vs roofline\n"
-        "       ./bench --make-model PRESET -o FILE.gguf [--type T] [--vocab PATH] [--seed N]\n"
-        "               [--layers N]                    synthetic GGUF with random weights\n"
+        "usage: ./llm-bench -m MODEL [options]               end-to-end prefill/decode speed\n"
+        "       ./llm-bench --stream [-t LIST]               memory/FMA roofline (cached)\n"
+        "       ./llm-bench --kernels [--filter S] [-t LIST] matmul microbenchmarks vs roofline\n"
+        "       ./llm-bench --make-model PRESET -o FILE.gguf [--type T] [--vocab PATH] [--seed N]\n"
+        "                   [--layers N]                     synthetic GGUF, random weights\n"
         "\n"
         "end-to-end (-m):\n"
         "  -m PATH           model file (GGUF, llama2.c .bin, HF folder, model.bin)\n"
@@ -65,7 +66,7 @@ static void usage(FILE *f) {
 static void die(const char *fmt, const char *arg) {
     fprintf(stderr, "bench: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see ./bench --help)\n");
+    fprintf(stderr, " (see ./llm-bench --help)\n");
     exit(2);
 }
 

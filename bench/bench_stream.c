@@ -1,7 +1,7 @@
 /* bench/bench_stream.c: the machine's roofline. Read bandwidth (sum of a 1 GiB buffer), copy bandwidth
  * (STREAM convention: read + written bytes) and the fp32 FMA peak, for 1..N threads on the project's
  * thread pool; 64 MiB chunks timed alone, 90th percentile over several passes (robust on a shared
- * machine, see docs/BENCH.md); cached per host as JSON. Run: ./bench --stream -t 1,2 */
+ * machine, see docs/BENCH.md); cached per host as JSON. Run: ./llm-bench --stream -t 1,2 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,7 +363,7 @@ int stream_get(struct stream_result *r, int max_threads) {
     char path[1024] = "(no cache path)";
     stream_cache_path(path, sizeof path);
     fprintf(stderr, "note: no bandwidth roofline cached for this machine (%s); measuring it now "
-                    "(./bench --stream re-measures)\n", path);
+                    "(./llm-bench --stream re-measures)\n", path);
     int th[BENCH_MAX_LIST], n = 0;
     for (int t = 1; t <= max_threads && n < BENCH_MAX_LIST; t *= 2) th[n++] = t;
     if (th[n - 1] != max_threads && n < BENCH_MAX_LIST) th[n++] = max_threads;

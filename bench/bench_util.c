@@ -1,5 +1,5 @@
 /* bench/bench_util.c: statistics, peak RSS, cache flush, list parsing and the PRNG normal sampler
- * shared by the ./bench modes. */
+ * shared by the ./llm-bench modes. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* tests/test_bench_synth.c: ./bench --make-model's writer and the bench arithmetic. Small synthetic
+/* tests/test_bench_synth.c: ./llm-bench --make-model's writer and the bench arithmetic. Small synthetic
  * models in f32/f16/q8_0/q4_0 must open with model_file_open with the exact shapes, metadata and
  * vocabulary, pass model_file_validate, hold finite weights of the intended scale; bytes per token
  * must equal the closed-form sum of qtype_row_bytes(type, ne0) * rows (embedding table excluded), and

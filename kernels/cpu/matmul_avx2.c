@@ -1,9 +1,11 @@
 /* kernels/cpu/matmul_avx2.c: AVX2+FMA+F16C matmul kernels for every weight type (built with
  * -mavx2 -mfma -mf16c; selected at run time by kernels/cpu/dispatch.c).
- * Register tiles of NR rows x NT tokens: decode (t = 1) walks 2 rows at once sharing the activation
- * loads; prefill walks 4 tokens per row so each unpacked weight group is used 4 times, over blocks
- * of 64 rows that stay in L2. Quantized types: int8 activations (struct xq8), u8 x s8 products with
- * _mm256_maddubs_epi16 then _mm256_madd_epi16 to int32, one fp32 FMA per group and token.
+ * Register tiles of NR rows x NT tokens: float decode (t = 1) walks 4 rows at once sharing the
+ * activation loads; int8 decode walks one row at a time (one sequential, software-prefetched stream
+ * per thread: see qdec); prefill walks 4 tokens per row so each unpacked weight group is used 4
+ * times, over blocks of 64 rows that stay in L2. Quantized types: int8 activations (struct xq8),
+ * u8 x s8 products with _mm256_maddubs_epi16 then _mm256_madd_epi16 to int32, one fp32 FMA per
+ * group and token.
  * Lane layouts and bounds: docs/KERNELS.md. Test: tests/test_kernels_matmul.c */
 #include <immintrin.h>
 
@@ -254,16 +256,12 @@ AI __m256i gdot(enum qtype wt, __m256i w0, __m256i w1, const int8_t *xg) {
 
 // fp16 d (and m) of 8 consecutive blocks: one gather of the first 4 bytes of each block, then
 // pack the low halves (d) and high halves (m) into [d0..d7 | m0..m7] and convert.
+// (vpgatherdd measured slower than these 8 scalar loads + inserts on Zen 3.)
 AI void gather_dm(enum qtype wt, const uint8_t *b0, __m256 *dv, __m256 *mv) {
     const int bb = (int)blk_bytes(wt);
-#ifdef DM_VGATHER
-    const __m256i idx = _mm256_setr_epi32(0, bb, 2 * bb, 3 * bb, 4 * bb, 5 * bb, 6 * bb, 7 * bb);
-    __m256i v = _mm256_i32gather_epi32((const int *)b0, idx, 1);
-#else
     __m256i v = _mm256_setr_epi32((int)ld32(b0), (int)ld32(b0 + bb), (int)ld32(b0 + 2 * bb), (int)ld32(b0 + 3 * bb),
                                   (int)ld32(b0 + 4 * bb), (int)ld32(b0 + 5 * bb), (int)ld32(b0 + 6 * bb),
                                   (int)ld32(b0 + 7 * bb));
-#endif
     __m256i dl = _mm256_and_si256(v, _mm256_set1_epi32(0xffff)), mh = _mm256_srli_epi32(v, 16);
     __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(dl, mh), 0xd8);
     *dv = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
@@ -334,81 +332,59 @@ AI void qtile(enum qtype wt, int NR, int NT, float *out, int64_t ldo, const stru
         for (int u = 0; u < NT; u++) out[(j + u) * ldo + i + r] = hsum256(acc[r][u]) + accs[r][u];
 }
 
-// Decode (t = 1): NR rows at once, so each activation vector pair (xq of one group) is loaded once
-// for NR rows, with the same 8-groups-at-a-time scale handling as qtile. The NR rows of a tile are
-// one contiguous region of W, read as NR short streams (a Q4 row at n = 2048 is 18 cache lines),
-// too short for the hardware prefetcher to lock on: so each row prefetches the same position of
-// the row NR rows below (the next tile), once per 64-byte line. That is NR*rb bytes ahead, which
-// covers the DRAM latency (~100 ns = ~1.5 KB per core at 15 GB/s) for every type and shape.
-// Prefetches past the end of W are harmless (they never fault).
-#ifndef PF_TILES
-#define PF_TILES 1
-#endif
-AI void qdec(enum qtype wt, int NR, float *out, const struct xq8 *xq, const uint8_t *w, size_t rb, int64_t i) {
+// Decode (t = 1): one row at a time, so each thread reads its slice of W as ONE sequential stream,
+// which the hardware prefetcher follows best. Measured on one Zen 3 core (n=2048, d=5632, DRAM):
+// a 4-row tile (4 interleaved streams, each only 18-33 cache lines long) reached ~11 GB/s for Q8,
+// one stream ~19 GB/s; for the compute-bound Q3/Q2 the 4-row tile's shared activation loads gained
+// nothing measurable. On top, every row software-prefetches the same position of the row PF_ROWS
+// rows below, once per 64-byte line (PF_ROWS*rb >= 2.5 KB ahead for every type at n >= 2048,
+// covering the DRAM latency: ~100 ns = ~1.5 KB per core at 15 GB/s); without it Q8 drops to
+// ~13 GB/s. Prefetches past the end of W are harmless (they never fault).
+// Groups go 8 at a time: the 8 scales d*dx sit in one vector, duplicated per 128-bit half (scl =
+// groups 0-3 in both halves, sch = 4-7) so group k's scale is one in-lane vshufps broadcast; the 8
+// zero-point terms m*sx are one FMA. Two accumulators alternate so the FMA latency never limits.
+#define PF_ROWS 4
+AI void qdec(enum qtype wt, float *out, const struct xq8 *xq, const uint8_t *row, size_t rb, int64_t i) {
     const int64_t ng = xq->ng;
     const size_t bb = blk_bytes(wt);
     const float kinv = 1.f / QK_SCALE(wt);
-    __m256 acc[4];
-    const uint8_t *row[4];
-    for (int r = 0; r < NR; r++) {
-        row[r] = w + (size_t)(i + r) * rb;
-        acc[r] = _mm256_setzero_ps();
-    }
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t g = 0;
     for (; g + 8 <= ng; g += 8) {
-        // scl/sch: the 8 scales d*dx with lanes 0-3 (4-7) duplicated into both 128-bit halves, so
-        // group k's scale is one in-lane vshufps broadcast
-        __m256 scl[4], sch[4];
-        const __m256 dxv = _mm256_mul_ps(_mm256_loadu_ps(xq->dx + g), _mm256_set1_ps(kinv));
-        const __m256 sxv = _mm256_loadu_ps(xq->sx + g);
-        for (int r = 0; r < NR; r++) {
-            const uint8_t *b = row[r] + g * bb;
-            for (size_t off = 0; off < 8 * bb; off += 64) _mm_prefetch((const char *)b + PF_TILES * NR * rb + off, _MM_HINT_T0);
-            __m256 dv, mv;
-            gather_dm(wt, b, &dv, &mv);
-            __m256 sc = _mm256_mul_ps(dv, dxv);
-            scl[r] = _mm256_permute2f128_ps(sc, sc, 0x00);
-            sch[r] = _mm256_permute2f128_ps(sc, sc, 0x11);
-            if (wt != QT_Q8_G64) acc[r] = _mm256_fmadd_ps(mv, sxv, acc[r]);
-        }
+        const uint8_t *b = row + g * bb;
+        for (size_t off = 0; off < 8 * bb; off += 64) _mm_prefetch((const char *)b + PF_ROWS * rb + off, _MM_HINT_T0);
+        __m256 dv, mv;
+        gather_dm(wt, b, &dv, &mv);
+        __m256 sc = _mm256_mul_ps(dv, _mm256_mul_ps(_mm256_loadu_ps(xq->dx + g), _mm256_set1_ps(kinv)));
+        __m256 scl = _mm256_permute2f128_ps(sc, sc, 0x00), sch = _mm256_permute2f128_ps(sc, sc, 0x11);
+        if (wt != QT_Q8_G64) acc[1] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xq->sx + g), acc[1]);
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
-            const int8_t *xg = xq->q + (g + k) * QK_G64;
-            for (int r = 0; r < NR; r++) {
-                __m256i w0, w1;
-                unpack(wt, row[r] + (g + k) * bb, &w0, &w1);
-                __m256i s = gdot(wt, w0, w1, xg);
-                __m256 h = k < 4 ? scl[r] : sch[r];
-                __m256 scale = _mm256_shuffle_ps(h, h, (k & 3) * 0x55);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r]);
-            }
-        }
-    }
-    float accs[4] = {0};
-    for (; g < ng; g++) {   // ng % 8 tail groups: scalar scales
-        for (int r = 0; r < NR; r++) {
-            const uint8_t *b = row[r] + g * bb;
-            float d = f16_to_f32(ld16(b)) * kinv, m = wt == QT_Q8_G64 ? 0.f : f16_to_f32(ld16(b + 2));
             __m256i w0, w1;
-            unpack(wt, b, &w0, &w1);
-            __m256i s = gdot(wt, w0, w1, xq->q + g * QK_G64);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xq->dx[g]), acc[r]);
-            accs[r] += m * xq->sx[g];
+            unpack(wt, b + k * bb, &w0, &w1);
+            __m256i s = gdot(wt, w0, w1, xq->q + (g + k) * QK_G64);
+            __m256 h = k < 4 ? scl : sch;
+            acc[k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_shuffle_ps(h, h, (k & 3) * 0x55), acc[k & 1]);
         }
     }
-    for (int r = 0; r < NR; r++) out[i + r] = hsum256(acc[r]) + accs[r];
+    float accs = 0.f;
+    for (; g < ng; g++) {   // ng % 8 tail groups: scalar scales
+        const uint8_t *b = row + g * bb;
+        float d = f16_to_f32(ld16(b)) * kinv, m = wt == QT_Q8_G64 ? 0.f : f16_to_f32(ld16(b + 2));
+        __m256i w0, w1;
+        unpack(wt, b, &w0, &w1);
+        __m256i s = gdot(wt, w0, w1, xq->q + g * QK_G64);
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xq->dx[g]), acc[0]);
+        accs += m * xq->sx[g];
+    }
+    out[i] = hsum256(_mm256_add_ps(acc[0], acc[1])) + accs;
 }
 
 AI void qrows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w, int64_t n,
               int64_t r0, int64_t r1, int64_t t) {
     size_t rb = qtype_row_bytes(wt, n);
     if (t == 1) {
-        int64_t i = r0;
-#ifndef DEC_NR
-#define DEC_NR 4
-#endif
-        for (; i + DEC_NR <= r1; i += DEC_NR) qdec(wt, DEC_NR, out, xq, w, rb, i);
-        for (; i < r1; i++) qdec(wt, 1, out, xq, w, rb, i);
+        for (int64_t i = r0; i < r1; i++) qdec(wt, out, xq, (const uint8_t *)w + (size_t)i * rb, rb, i);
         return;
     }
     for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {
