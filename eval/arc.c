@@ -1,5 +1,5 @@
 /* eval/arc.c: ARC-Easy/Challenge multiple choice by log-likelihood (see arc.h): JSON loading,
- * scoring through a callback, the engine scorer with a reused context prefix, and ./eval arc. */
+ * scoring through a callback, the engine scorer with a reused context prefix, and ./llm-eval arc. */
 #include "eval/arc.h"
 
 #include <math.h>
@@ -264,7 +264,7 @@ int arc_engine_score(void *u, const char *context, const char *continuation, dou
 }
 
 // ------------------------------------------------------------------------------------------------
-// ./eval arc
+// ./llm-eval arc
 
 int arc_run_file(struct engine *en, const char *path, int limit, bool quiet, struct arc_result *r) {
     struct arc_item *items = NULL;

@@ -1,7 +1,7 @@
 /* eval/arc.h: ARC (AI2 Reasoning Challenge) multiple choice by log-likelihood, lm-eval-harness
  * style: each choice is scored by log P(" " + choice | "Question: {q}\nAnswer:"); acc takes the
  * argmax of the sum, acc_norm the argmax of the sum per byte of the continuation.
- * ./eval arc -m MODEL -f arc_easy_validation.json; docs/EVAL.md. Test: tests/test_eval_arc.c */
+ * ./llm-eval arc -m MODEL -f arc_easy_validation.json; docs/EVAL.md. Test: tests/test_eval_arc.c */
 #ifndef EVAL_ARC_H
 #define EVAL_ARC_H
 
@@ -62,7 +62,7 @@ void arc_engine_free(struct arc_engine *a);
 int arc_engine_score(void *u, const char *context, const char *continuation, double *logprob,
                      int *n_tokens, struct err *e);
 
-/* ./eval arc ... (argv[0] = "arc"). Returns the exit code. */
+/* ./llm-eval arc ... (argv[0] = "arc"). Returns the exit code. */
 int arc_main(int argc, char **argv);
 /* Accuracy on the first `limit` items of path (0 = all) for a loaded engine (used by the report). */
 int arc_run_file(struct engine *en, const char *path, int limit, bool quiet, struct arc_result *r);

@@ -1,4 +1,4 @@
-/* eval/eval_common.h: shared code for ./ppl and ./eval: model flags and loading, a progress bar,
+/* eval/eval_common.h: shared code for ./ppl and ./llm-eval: model flags and loading, a progress bar,
  * log-softmax in double, running NLL statistics (llama.cpp's PPL +/- stderr), the Wilson interval,
  * token hashing, timing and peak RSS. Docs: docs/EVAL.md. Tests: tests/test_eval_ppl.c, test_eval_arc.c */
 #ifndef EVAL_EVAL_COMMON_H

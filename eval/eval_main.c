@@ -1,4 +1,4 @@
-/* eval/eval_main.c: ./eval, the evaluation suite: `eval arc`, `eval sensitivity`, `eval report`.
+/* eval/eval_main.c: ./llm-eval, the evaluation suite: `eval arc`, `eval sensitivity`, `eval report`.
  * Each subcommand lives in its own file (arc.c, sensitivity.c, report.c). docs/EVAL.md */
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* eval/report.c: ./eval report, the quantization ladder (source, 8, 4, 3, 2 bits x RTN/opt) as a
+/* eval/report.c: ./llm-eval report, the quantization ladder (source, 8, 4, 3, 2 bits x RTN/opt) as a
  * Markdown table (size, bits/weight, PPL llama.cpp and GPTQ protocols, KLD vs source, ARC, prefill
  * and decode tok/s, peak RSS) plus an SVG of PPL vs size. Each configuration runs in a forked child,
  * so that its peak RSS (wait4 rusage) is its own. docs/EVAL.md */

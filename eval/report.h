@@ -1,5 +1,5 @@
-/* eval/report.h: `./eval sensitivity` (per-layer quantization sensitivity, sensitivity.c) and
- * `./eval report` (the quantization ladder as a Markdown table, report.c). docs/EVAL.md */
+/* eval/report.h: `./llm-eval sensitivity` (per-layer quantization sensitivity, sensitivity.c) and
+ * `./llm-eval report` (the quantization ladder as a Markdown table, report.c). docs/EVAL.md */
 #ifndef EVAL_REPORT_H
 #define EVAL_REPORT_H
 

@@ -1,4 +1,4 @@
-/* eval/sensitivity.c: ./eval sensitivity, per-layer quantization sensitivity. Quantizes one layer
+/* eval/sensitivity.c: ./llm-eval sensitivity, per-layer quantization sensitivity. Quantizes one layer
  * (every matrix of blk.L) at a time to --bits with the rest at source precision, measures PPL on a
  * fixed slice (llama.cpp protocol), writes DIR/sensitivity.csv + .svg, then proposes and evaluates a
  * mixed plan: the --top most sensitive layers at 8 bits. Also eval_config_ppl (shared with report). */
@@ -70,7 +70,7 @@ int64_t eval_model_params(const struct engine *en) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// ./eval sensitivity
+// ./llm-eval sensitivity
 
 struct sens_cfg {
     struct eval_model_args ma;
