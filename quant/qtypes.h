@@ -41,7 +41,10 @@ static_assert(sizeof(struct blk_q4_g64) == 36, "q4_g64 block must be 36 bytes");
 /* Q3_G64: asymmetric, q in [0,7] split in a 2-bit plane and a 1-bit plane.
  * | fp16 d | fp16 m | ql: 16 B | qh: 8 B |
  * low 2 bits of q[i]: ql[i % 16] >> (2 * (i / 16)) & 3   (byte j holds q[j], q[j+16], q[j+32], q[j+48])
- * high bit of q[i]:   qh[i / 8] >> (i % 8) & 1            (qh read as a little-endian 64-bit mask)
+ * high bit of q[i]:   qh[i % 8] >> (i / 8) & 1            (byte j holds q[j], q[j+8], ..., q[j+56])
+ * The high plane is the bit transpose of a 64-bit mask: read as a little-endian u64, bit 8*j + b
+ * is the high bit of q[j + 8*b], so each 64-bit quarter of a broadcast gives 8 consecutive codes
+ * one shift away from place (docs/KERNELS.md, Q3).
  * w[i] ~= d * q[i] + m. 28 B = 3.5 bits/weight */
 struct blk_q3_g64 { f16_t d, m; uint8_t ql[16]; uint8_t qh[8]; };
 static_assert(sizeof(struct blk_q3_g64) == 28, "q3_g64 block must be 28 bytes");

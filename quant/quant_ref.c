@@ -114,7 +114,7 @@ void quant_pack_group(enum qtype t, void *blk, f16_t d, f16_t m, const uint8_t *
             b->ql[j] = (uint8_t)((q[j] & 3) | (q[j + 16] & 3) << 2 | (q[j + 32] & 3) << 4 |
                                  (q[j + 48] & 3) << 6);
         memset(b->qh, 0, sizeof b->qh);
-        for (int i = 0; i < 64; i++) b->qh[i / 8] |= (uint8_t)(((q[i] >> 2) & 1) << (i % 8));
+        for (int i = 0; i < 64; i++) b->qh[i % 8] |= (uint8_t)(((q[i] >> 2) & 1) << (i / 8));
     } else {
         struct blk_q2_g64 *b = blk;
         b->d = d, b->m = m;
@@ -134,7 +134,7 @@ void quant_unpack_group(enum qtype t, const void *blk, f16_t *d, f16_t *m, uint8
         *d = b->d, *m = b->m;
         for (int i = 0; i < 64; i++)
             q[i] = (uint8_t)(((b->ql[i % 16] >> (2 * (i / 16))) & 3) |
-                             ((b->qh[i / 8] >> (i % 8)) & 1) << 2);
+                             ((b->qh[i % 8] >> (i / 8)) & 1) << 2);
     } else {
         const struct blk_q2_g64 *b = blk;
         *d = b->d, *m = b->m;

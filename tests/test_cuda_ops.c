@@ -98,7 +98,7 @@ static float deq(enum qtype t, const uint8_t *row, int64_t i, double *mag) {
         break;
     case QT_Q3_G64:
         p = row + i / 64 * 28; d = h2f(p); m = h2f(p + 2);
-        q = ((p[4 + j % 16] >> (2 * (j / 16))) & 3) | (((p[20 + j / 8] >> (j % 8)) & 1) << 2);
+        q = ((p[4 + j % 16] >> (2 * (j / 16))) & 3) | (((p[20 + j % 8] >> (j / 8)) & 1) << 2);
         break;
     case QT_Q2_G64:
         p = row + i / 64 * 20; d = h2f(p); m = h2f(p + 2);

@@ -155,12 +155,12 @@ static void test_layouts(struct rng *g) {
     for (int i = 0; i < 32; i++) b4.qs[i] = (uint8_t)(q[i] | q[i + 32] << 4);
     dequantize_row_q4_g64_ref(y, &b4, 64);
     for (int i = 0; i < 64; i++) CHECK_NEAR(y[i], 0.5 * q[i] - 2, 0, "q4 layout i=%d", i);
-    // Q3: low 2 bits ql[i % 16] >> 2*(i/16), high bit qh[i/8] >> (i%8)
+    // Q3: low 2 bits ql[i % 16] >> 2*(i/16), high bit qh[i%8] >> (i/8)
     struct blk_q3_g64 b3 = {.d = d, .m = m};
     for (int i = 0; i < 64; i++) {
         q[i] = (uint8_t)(rng_u64(g) & 7);
         b3.ql[i % 16] |= (uint8_t)((q[i] & 3) << (2 * (i / 16)));
-        b3.qh[i / 8] |= (uint8_t)((q[i] >> 2) << (i % 8));
+        b3.qh[i % 8] |= (uint8_t)((q[i] >> 2) << (i / 8));
     }
     dequantize_row_q3_g64_ref(y, &b3, 64);
     for (int i = 0; i < 64; i++) CHECK_NEAR(y[i], 0.5 * q[i] - 2, 0, "q3 layout i=%d", i);

@@ -202,25 +202,23 @@ AI void unpack_2bit(const uint8_t *p, __m256i *w0, __m256i *w1) {
     *w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
 }
 
-// Q3: the high bit of q[i] is bit i of the 64-bit qh (bit i%8 of byte i/8). Each 128-bit lane of
-// src holds [qh | qh << 4] (one variable 64-bit shift of the broadcast qh), so every high bit can be
-// read at bit position >= 4: bits 0-3 of byte k from byte 8+k of src, bits 4-7 from byte k. A
-// shuffle moves that byte to element i, an AND keeps its bit (value 16..128 or 0), and min with 4
-// (16 in the upper lane, which is pre-scaled by 4) turns it into the 4*h to OR into the low bits.
+// Q3: the high bit of q[i] is bit i / 8 of qh[i % 8], so in the broadcast 64-bit qh every 64-bit
+// quarter of w0/w1 (8 consecutive codes) finds its 8 high bits at ONE bit position, one per byte:
+//   w0 quarters = q[0..7], q[8..15] (low lane, want 1*h at bit 2), q[16..23], q[24..31] (upper lane,
+//   pre-scaled by 4: want bit 4) hold bits 0, 1, 2, 3: shift left by 2, 1, 2, 1;
+//   w1 quarters = q[32..39], q[40..47], q[48..55], q[56..63] hold bits 4, 5, 6, 7: shift right by
+//   2, 3, 2, 3.
+// Shifts of <= 3 never move the wanted bit across a byte; an AND (0x04 | 0x10) keeps it and an OR
+// puts it above the 2-bit code: 6 ALU ops for the high plane (was 9 with a shuffle + min).
 AI void unpack_q3(const struct blk_q3_g64 *b, __m256i *w0, __m256i *w1) {
-    const __m256i shuf0 = _mm256_setr_epi8(8, 8, 8, 8, 0, 0, 0, 0, 9, 9, 9, 9, 1, 1, 1, 1,   //
-                                           10, 10, 10, 10, 2, 2, 2, 2, 11, 11, 11, 11, 3, 3, 3, 3);
-    const __m256i shuf1 = _mm256_setr_epi8(12, 12, 12, 12, 4, 4, 4, 4, 13, 13, 13, 13, 5, 5, 5, 5,   //
-                                           14, 14, 14, 14, 6, 6, 6, 6, 15, 15, 15, 15, 7, 7, 7, 7);
-    const __m256i bits = _mm256_set1_epi32((int)0x80402010);
-    const __m256i hv = _mm256_setr_m128i(_mm_set1_epi8(4), _mm_set1_epi8(16));
+    const __m256i hm = _mm256_setr_m128i(_mm_set1_epi8(0x04), _mm_set1_epi8(0x10));
     __m256i lo0, lo1;
     unpack_2bit(b->ql, &lo0, &lo1);
-    __m256i src = _mm256_sllv_epi64(_mm256_set1_epi64x(ld64(b->qh)), _mm256_setr_epi64x(0, 4, 0, 4));
-    __m256i t0 = _mm256_and_si256(_mm256_shuffle_epi8(src, shuf0), bits);
-    __m256i t1 = _mm256_and_si256(_mm256_shuffle_epi8(src, shuf1), bits);
-    *w0 = _mm256_or_si256(lo0, _mm256_min_epu8(t0, hv));
-    *w1 = _mm256_or_si256(lo1, _mm256_min_epu8(t1, hv));
+    __m256i qh = _mm256_set1_epi64x((long long)ld64(b->qh));
+    __m256i h0 = _mm256_and_si256(_mm256_sllv_epi64(qh, _mm256_setr_epi64x(2, 1, 2, 1)), hm);
+    __m256i h1 = _mm256_and_si256(_mm256_srlv_epi64(qh, _mm256_setr_epi64x(2, 3, 2, 3)), hm);
+    *w0 = _mm256_or_si256(lo0, h0);
+    *w1 = _mm256_or_si256(lo1, h1);
 }
 
 AI void unpack(enum qtype wt, const void *b, __m256i *w0, __m256i *w1) {
@@ -363,8 +361,9 @@ AI void qdec(enum qtype wt, float *out, const struct xq8 *xq, const uint8_t *row
             __m256i w0, w1;
             unpack(wt, b + k * bb, &w0, &w1);
             __m256i s = gdot(wt, w0, w1, xq->q + (g + k) * QK_G64);
+            // element k%4 of each 128-bit lane (permutevar, not shuffle_ps: needs no immediate at -O0/-O1)
             __m256 h = k < 4 ? scl : sch;
-            acc[k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_shuffle_ps(h, h, (k & 3) * 0x55), acc[k & 1]);
+            acc[k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_permutevar_ps(h, _mm256_set1_epi32(k & 3)), acc[k & 1]);
         }
     }
     float accs = 0.f;

@@ -75,7 +75,7 @@ __device__ __forceinline__ float cu_deq_elem(enum qtype t, const uint8_t *row, i
     case QT_Q3_G64: {  // | d | m | ql[16]: 2-bit plane | qh[8]: 1-bit plane |
         const uint8_t *p = row + b * (int64_t)sizeof(struct blk_q3_g64);
         const int lo = (p[4 + (j % 16)] >> (2 * (j / 16))) & 3;
-        const int hi = (p[20 + j / 8] >> (j % 8)) & 1;
+        const int hi = (p[20 + j % 8] >> (j / 8)) & 1;  // qh[j % 8] bit j / 8
         return __fadd_rn(__fmul_rn(cu_h2f(cu_ld_u16(p)), (float)(lo | (hi << 2))),
                          cu_h2f(cu_ld_u16(p + 2)));
     }

@@ -67,23 +67,24 @@ struct blk_dot_q4 {
  * With ql read as 4 words, word k byte c is j = 4k + c, so q[4k + c + 16s] sits at bit 8c + 2s. */
 struct blk_dot_q3 {
     static constexpr int bytes = sizeof(struct blk_q3_g64);
-    // 28 B blocks, 4-byte aligned: word 0 = d | m << 16, words 1..4 = ql, words 5..6 = qh (bit i = q[i] bit 2)
+    // 28 B blocks, 4-byte aligned: word 0 = d | m << 16, words 1..4 = ql, words 5..6 = qh
+    // (qh[i % 8] bit i / 8 = q[i] bit 2: element 16*sh + 4k + c is byte 4*(k&1) + c, bit 2*sh + k/2,
+    // i.e. word 5 + (k & 1), bit 8c + 2*sh + k/2)
     static __device__ __forceinline__ float dot(const uint8_t *blk, const float *x, float xsum) {
         const uint32_t *p = (const uint32_t *)blk;
         const float d = cu_h2f(p[0] & 0xffff), m = cu_h2f(p[0] >> 16);
         float s = 0.f;
 #pragma unroll
         for (int sh = 0; sh < 4; sh++) {        // elements 16*sh .. 16*sh + 15
-            const uint32_t h = p[5 + (sh >> 1)];  // high bits of q[32*(sh/2) ..]
 #pragma unroll
             for (int k = 0; k < 4; k++) {
                 const uint32_t ql = p[1 + k];
+                const uint32_t h = p[5 + (k & 1)] >> (2 * sh + (k >> 1));  // bit 8c = high bit of element c
                 const float4 xv = *(const float4 *)(x + 16 * sh + 4 * k);
-                const int hb = 16 * (sh & 1) + 4 * k;  // bit of element 16*sh + 4k in h
-                s = fmaf(xv.x, cu_u2f(((ql >> (2 * sh)) & 3) | (((h >> hb) & 1) << 2)), s);
-                s = fmaf(xv.y, cu_u2f(((ql >> (8 + 2 * sh)) & 3) | (((h >> (hb + 1)) & 1) << 2)), s);
-                s = fmaf(xv.z, cu_u2f(((ql >> (16 + 2 * sh)) & 3) | (((h >> (hb + 2)) & 1) << 2)), s);
-                s = fmaf(xv.w, cu_u2f(((ql >> (24 + 2 * sh)) & 3) | (((h >> (hb + 3)) & 1) << 2)), s);
+                s = fmaf(xv.x, cu_u2f(((ql >> (2 * sh)) & 3) | ((h & 1) << 2)), s);
+                s = fmaf(xv.y, cu_u2f(((ql >> (8 + 2 * sh)) & 3) | (((h >> 8) & 1) << 2)), s);
+                s = fmaf(xv.z, cu_u2f(((ql >> (16 + 2 * sh)) & 3) | (((h >> 16) & 1) << 2)), s);
+                s = fmaf(xv.w, cu_u2f(((ql >> (24 + 2 * sh)) & 3) | (((h >> 24) & 1) << 2)), s);
             }
         }
         return fmaf(d, s, m * xsum);
