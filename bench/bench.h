@@ -36,7 +36,11 @@ struct bench_stats bench_stats_of(const double *x, int n);
 /* Peak resident set size of this process in bytes (VmHWM, or getrusage ru_maxrss). */
 size_t bench_peak_rss(void);
 
-/* A 64 MB write that evicts the last-level cache (sized for L3 <= 64 MB). */
+/* Size in bytes of the largest CPU cache (the LLC: L3 on x86), from
+ * /sys/devices/system/cpu/cpu0/cache/indexN/size; 32 MiB if unreadable. Cached. */
+size_t bench_llc_bytes(void);
+
+/* A write of max(64 MB, 2 x LLC) that evicts the last-level cache. */
 void bench_flush_cache(void);
 
 /* Parses "1,2,4" into out[0..max); returns the count, or -1 (bad number, empty entry, > max, value
@@ -96,11 +100,15 @@ int stream_get(struct stream_result *r, int max_threads);
 /* CPU model string ("AMD EPYC ...") from /proc/cpuinfo, or "unknown". */
 void bench_cpu_model(char *buf, size_t cap);
 
-/* fp32 FMA peak of one thread, GFLOP/s (AVX2+FMA loop when the CPU has it, else scalar). */
+/* fp32 FMA peak of one thread, GFLOP/s (the widest of the AVX-512, AVX2+FMA and scalar loops the CPU runs). */
 double fma_peak_one_thread(double seconds);
 // bench/bench_simd_avx2.c: only call these if the CPU has AVX2 and FMA
 double fma_peak_avx2(double seconds);
 uint64_t read_sum_avx2(const uint64_t *p, size_t n);
+#define READ_PF_BYTES 1024
+uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n);   // + software prefetch READ_PF_BYTES ahead
+// bench/bench_simd_avx512.c: only call if the CPU has AVX-512F
+double fma_peak_avx512(double seconds);
 
 // ------------------------------------------------------------------------------------------------
 // Synthetic models (bench/bench_synth.c)

@@ -23,8 +23,13 @@ static const int64_t kernel_shapes[][2] = {   // {n, d}: out(t, d) = x(t, n) @ W
 };
 static const int kernel_tokens[] = {1, 128};
 
-#define ROTATE_BYTES ((size_t)128 << 20)   // > 4x the 32 MiB L3 of the machines we bench on
-#define MAX_COPIES 256
+// matvec rotation: max(128 MB, 3 x LLC), so a copy was last touched > 2 LLC sizes ago (the dev VM
+// reports a 480 MiB L3)
+static size_t rotate_bytes(void) {
+    size_t b = 3 * bench_llc_bytes();
+    return b > ((size_t)128 << 20) ? b : (size_t)128 << 20;
+}
+#define MAX_COPIES 16384   // 2048x256 q2_g64 (164 KB) needs ~9000 for a 1.4 GB rotation
 #define REF_MAX_ROWS 256                   // rows checked against the scalar reference for t > 1
 
 struct kernel_row {
@@ -219,11 +224,12 @@ int bench_kernels_run(const struct bench_kernel_opts *o) {
                     // matvec reads each weight once: rotate copies so no rep finds them in cache
                     int n_copies = 1;
                     if (t == 1) {
-                        n_copies = (int)((ROTATE_BYTES + wbytes - 1) / wbytes);
+                        n_copies = (int)((rotate_bytes() + wbytes - 1) / wbytes);
                         if (n_copies < 2) n_copies = 2;
                         if (n_copies > MAX_COPIES) n_copies = MAX_COPIES;
                     }
-                    void *copies[MAX_COPIES];
+                    void **copies = calloc((size_t)n_copies, sizeof *copies);
+                    if (!copies) return 1;
                     copies[0] = aligned_alloc(64, (wbytes + 63) & ~(size_t)63);
                     if (!copies[0]) return 1;
                     for (int64_t i = 0; i < d; i++)
@@ -251,6 +257,7 @@ int bench_kernels_run(const struct bench_kernel_opts *o) {
                     print_row(o->fmt, isa, &r, n_rows == 0);
                     n_rows++;
                     for (int c = 0; c < n_copies; c++) free(copies[c]);
+                    free(copies);
                 }
             }
             free(wf);

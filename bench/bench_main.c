@@ -39,7 +39,7 @@ static void usage(FILE *f) {
         "roofline (--stream):\n"
         "  -t LIST           thread counts (default 1,2,4,.. up to all cores)\n"
         "  -r N              passes over the buffer; 90th percentile of 64 MiB chunks (default 5)\n"
-        "  --size-mib N      probe buffer in MiB (default 1024)\n"
+        "  --size-mib N      probe buffer in MiB (default: max(1024, 4 x the last-level cache))\n"
         "  result cached in $XDG_CACHE_HOME/llm-engine/stream-<host>.json\n"
         "                    (default ~/.cache/llm-engine/...); -m and --kernels read it\n"
         "\n"
@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     struct bench_kernel_opts ko = {.min_seconds = 0.5, .seed = 42};
     const char *preset = NULL, *out_arg = NULL, *vocab = DEFAULT_VOCAB, *type = "f16";
     int threads[BENCH_MAX_LIST], n_threads = 0, layers = 0, reps = -1;
-    long size_mib = 1024;
+    long size_mib = 0;   // 0: max(1024, 4 x LLC)
     uint64_t seed = 0;
     bool seed_set = false;
 

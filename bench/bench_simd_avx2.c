@@ -53,3 +53,25 @@ uint64_t read_sum_avx2(const uint64_t *p, size_t n) {
     for (; i < n; i++) s += p[i];
     return s;
 }
+
+uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n) {
+    // the same loop with a software prefetch READ_PF_BYTES ahead, once per 128 B: on the Xeon dev VM
+    // one prefetched stream per core reads ~10% faster than the hardware prefetcher alone, and the
+    // decode kernels prefetch the same way, so the roof must include it
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm_prefetch((const char *)(p + i) + READ_PF_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + READ_PF_BYTES + 64, _MM_HINT_T0);
+        a = _mm256_add_epi64(a, _mm256_loadu_si256((const __m256i *)(p + i)));
+        b = _mm256_add_epi64(b, _mm256_loadu_si256((const __m256i *)(p + i + 4)));
+        c = _mm256_add_epi64(c, _mm256_loadu_si256((const __m256i *)(p + i + 8)));
+        d = _mm256_add_epi64(d, _mm256_loadu_si256((const __m256i *)(p + i + 12)));
+    }
+    a = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
+    uint64_t o[4];
+    _mm256_storeu_si256((__m256i *)o, a);
+    uint64_t s = o[0] + o[1] + o[2] + o[3];
+    for (; i < n; i++) s += p[i];
+    return s;
+}

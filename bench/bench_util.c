@@ -60,18 +60,40 @@ size_t bench_peak_rss(void) {
     return 0;
 }
 
-#define FLUSH_BYTES (64u << 20)
+size_t bench_llc_bytes(void) {
+    static size_t cached;
+    if (cached) return cached;
+    size_t best = 0;
+    for (int i = 0; i < 8; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        unsigned long v = 0;
+        char unit = 0;
+        if (fscanf(f, "%lu%c", &v, &unit) >= 1) {
+            size_t b = (size_t)v * (unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : unit == 'G' ? 1024ul << 20 : 1);
+            if (b > best) best = b;
+        }
+        fclose(f);
+    }
+    cached = best ? best : (size_t)32 << 20;
+    return cached;
+}
 
 void bench_flush_cache(void) {
     static volatile unsigned char *buf;
+    static size_t bytes;
     static unsigned char gen;
     if (!buf) {
-        buf = malloc(FLUSH_BYTES);
+        bytes = 2 * bench_llc_bytes();
+        if (bytes < (64u << 20)) bytes = 64u << 20;
+        buf = malloc(bytes);
         if (!buf) return;
     }
     gen++;
     // one write per 64-byte line is enough to claim every line of the buffer
-    for (size_t i = 0; i < FLUSH_BYTES; i += 64) buf[i] = gen;
+    for (size_t i = 0; i < bytes; i += 64) buf[i] = gen;
 }
 
 // ------------------------------------------------------------------------------------------------

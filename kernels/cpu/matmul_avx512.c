@@ -1,12 +1,364 @@
 /* kernels/cpu/matmul_avx512.c: AVX-512 (F/BW/VL/DQ/VNNI) matmul kernels, selected by dispatch.c only
  * when __builtin_cpu_supports reports all five. Entries left NULL fall back to the AVX2 kernel.
- * Test: tests/test_kernels_matmul.c (skips this ISA on CPUs without AVX-512). */
+ *
+ * Int8-activation types (Q8/Q4/Q3/Q2_G64): one 64-weight group is ONE zmm of u8 codes in natural order
+ * (byte i = q[i]), multiplied with the group's 64 int8 activation codes by one VPDPBUSD (u8 x s8, four
+ * products summed into each of 16 int32 lanes, exact). The unpack costs per group (vector ALU ops):
+ *   Q8: 1 (XOR 0x80 makes the signed codes unsigned, u = q + 128; the 128*sum(xq) it adds is taken
+ *          back in int32 by one masked subtract on lane 0, so the integer dot stays exact)
+ *   Q4: 2 (256-bit broadcast load, VPSRLVQ by 0 / 4 per half, AND 0x0f)
+ *   Q2: 2 (128-bit broadcast load, VPSRLVQ by 0, 2, 4, 6 per quarter, AND 0x03)
+ *   Q3: 4 (Q2's unpack of ql without the AND; qh broadcast as one u64 and rotated per 64-bit lane by
+ *          VPRORVQ so that bit L of byte j (the high bit of q[8L + j]) lands on bit 2; VPTERNLOG
+ *          selects bits 0-1 from ql and bits 2-7 from qh; AND 0x07)
+ * then VPDPBUSD, VCVTDQ2PS and one FMA with the group scale d*dx as an embedded broadcast from a
+ * stack array: 4-7 ALU ops per 64 weights (AVX2: 12.5-18.5), so even Q2/Q3 decode stays below the
+ * bandwidth roof. Zero points: sum_i (d q_i + m) dx xq_i = d dx sum(q xq) + m sx, the m*sx terms of 8
+ * groups are one 256-bit FMA.
+ * Decode (t = 1) walks one row at a time (one sequential, software-prefetched stream per thread, as in
+ * the AVX2 kernel, docs/KERNELS.md); prefill uses a 2-row x 4-token register tile over 64-row blocks.
+ * Float types: 16-lane FMA tiles (4 rows x 1 token decode, 2 x 4 prefill).
+ * Test: tests/test_kernels_matmul.c (runs every ISA this CPU has). Docs: docs/KERNELS.md. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels/cpu/matmul_kernels.h"
 
+#define AI static inline __attribute__((always_inline))
+#define ROW_BLOCK 64   // rows per L2 block in prefill
+// decode: software prefetch PF_BYTES ahead of the single weight stream, once per 64-byte line.
+// ~ DRAM latency x per-core bandwidth (100 ns x 14 GB/s = 1.4 KB). Measured on the 2-core Xeon VM
+// (2 threads, n x d = 2048 x 5632 and 5632 x 2048, medians): 768 / 1024 / 1536 / 2048 / 4096 B gave
+// Q4 75-78 / 66-75 / 83-88 / 58-82 / 55% of the read roof; none: 49%.
+#define PF_BYTES 1536
+// (A 2- and a 4-row lockstep decode, sharing the activation loads, measured the same as this one
+// stream within the machine's noise: 2048x5632 and 5632x2048, 2 threads, best-of times within 5%.)
+
 void xq8_quantize_avx512(struct xq8 *a, const float *x, int64_t j0, int64_t j1) {
-    xq8_quantize_avx2(a, x, j0, j1);
+    xq8_quantize_avx2(a, x, j0, j1);   // ~1% of decode time; bit-identical to the ref
 }
 
-const mm_rows_fn mm_rows_avx512[QT_COUNT] = {0};
+AI uint32_t ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+AI uint16_t ld16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+AI long long ld64(const void *p) {
+    long long v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+// ------------------------------------------------------------------------------------------------
+// float weights
+
+enum fkind { FK_F32, FK_F16, FK_BF16 };
+
+AI __m512 ldw16(enum fkind k, const void *w, int64_t i) {
+    if (k == FK_F32) return _mm512_loadu_ps((const float *)w + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+    if (k == FK_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+AI float ldw1(enum fkind k, const void *w, int64_t i) {
+    if (k == FK_F32) return ((const float *)w)[i];
+    if (k == FK_F16) return f16_to_f32(((const uint16_t *)w)[i]);
+    return bf16_to_f32(((const uint16_t *)w)[i]);
+}
+
+// NR rows from row i, NT tokens from token j; lane l of each accumulator sums k = l mod 16; the
+// n % 16 tail is scalar.
+AI void ftile(enum fkind kind, int NR, int NT, float *out, int64_t ldo, const float *x, const void *w,
+              int64_t n, int64_t i, int64_t j) {
+    const size_t es = kind == FK_F32 ? 4 : 2;
+    const char *wr[4];
+    __m512 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        wr[r] = (const char *)w + (size_t)(i + r) * n * es;
+        for (int u = 0; u < NT; u++) acc[r][u] = _mm512_setzero_ps();
+    }
+    const float *xj = x + j * n;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 xv[4];
+        for (int u = 0; u < NT; u++) xv[u] = _mm512_loadu_ps(xj + u * n + k);
+        for (int r = 0; r < NR; r++) {
+            __m512 wv = ldw16(kind, wr[r], k);
+            for (int u = 0; u < NT; u++) acc[r][u] = _mm512_fmadd_ps(wv, xv[u], acc[r][u]);
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < NT; u++) {
+            float s = _mm512_reduce_add_ps(acc[r][u]);
+            for (int64_t kk = k; kk < n; kk++) s += ldw1(kind, wr[r], kk) * xj[u * n + kk];
+            out[(j + u) * ldo + i + r] = s;
+        }
+}
+
+AI void frows(enum fkind kind, float *out, int64_t ldo, const float *x, const void *w, int64_t n,
+              int64_t r0, int64_t r1, int64_t t) {
+    for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {
+        int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
+        for (int64_t j = 0; j < t; j += 4) {
+            int64_t nt = t - j < 4 ? t - j : 4, i = b0;
+            switch (nt) {
+            case 1:
+                for (; i + 4 <= b1; i += 4) ftile(kind, 4, 1, out, ldo, x, w, n, i, j);
+                for (; i < b1; i++) ftile(kind, 1, 1, out, ldo, x, w, n, i, j);
+                break;
+            case 2:
+                for (; i + 4 <= b1; i += 4) ftile(kind, 4, 2, out, ldo, x, w, n, i, j);
+                for (; i < b1; i++) ftile(kind, 1, 2, out, ldo, x, w, n, i, j);
+                break;
+            case 3:
+                for (; i + 2 <= b1; i += 2) ftile(kind, 2, 3, out, ldo, x, w, n, i, j);
+                for (; i < b1; i++) ftile(kind, 1, 3, out, ldo, x, w, n, i, j);
+                break;
+            default:
+                for (; i + 2 <= b1; i += 2) ftile(kind, 2, 4, out, ldo, x, w, n, i, j);
+                for (; i < b1; i++) ftile(kind, 1, 4, out, ldo, x, w, n, i, j);
+                break;
+            }
+        }
+    }
+}
+
+static void rows_f32_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                            int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    frows(FK_F32, out, ldo, x, w, n, r0, r1, t);
+}
+static void rows_f16_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                            int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    frows(FK_F16, out, ldo, x, w, n, r0, r1, t);
+}
+static void rows_bf16_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                             int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    frows(FK_BF16, out, ldo, x, w, n, r0, r1, t);
+}
+
+// ------------------------------------------------------------------------------------------------
+// int8-activation weights
+
+AI size_t blk_bytes(enum qtype wt) {
+    return wt == QT_Q8_G64 ? sizeof(struct blk_q8_g64) : wt == QT_Q4_G64 ? sizeof(struct blk_q4_g64)
+         : wt == QT_Q3_G64 ? sizeof(struct blk_q3_g64) : sizeof(struct blk_q2_g64);
+}
+
+// 64 u8 codes of one group in natural order (Q8: q + 128).
+AI __m512i unpack(enum qtype wt, const uint8_t *b) {
+    if (wt == QT_Q8_G64) {
+        const struct blk_q8_g64 *q = (const void *)b;
+        return _mm512_xor_si512(_mm512_loadu_si512(q->qs), _mm512_set1_epi8((char)0x80));
+    }
+    if (wt == QT_Q4_G64) {   // qs[i] = q[i] | q[i+32] << 4
+        const struct blk_q4_g64 *q = (const void *)b;
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)q->qs));
+        v = _mm512_srlv_epi64(v, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0));
+        return _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+    }
+    // 2-bit plane: byte k = q[k] | q[k+16] << 2 | q[k+32] << 4 | q[k+48] << 6; 128-bit quarter L of the
+    // broadcast shifted right by 2L holds q[16L + k] in bits 0-1 of byte k
+    const uint8_t *p2 = wt == QT_Q3_G64 ? ((const struct blk_q3_g64 *)(const void *)b)->ql
+                                        : ((const struct blk_q2_g64 *)(const void *)b)->qs;
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p2));
+    v = _mm512_srlv_epi64(v, _mm512_set_epi64(6, 6, 4, 4, 2, 2, 0, 0));
+    if (wt == QT_Q2_G64) return _mm512_and_si512(v, _mm512_set1_epi8(0x03));
+    // Q3 high plane: qh as a u64, bit 8j + b = high bit of q[j + 8b]. 64-bit lane L holds q[8L .. 8L+7],
+    // so byte j of lane L wants bit 8j + L moved to 8j + 2: rotate right by L - 2 (mod 64).
+    const struct blk_q3_g64 *q3 = (const void *)b;
+    __m512i h = _mm512_rorv_epi64(_mm512_set1_epi64(ld64(q3->qh)), _mm512_set_epi64(5, 4, 3, 2, 1, 0, 63, 62));
+    // imm 0xe4 = bit select C ? A : B, C = 0x03: bits 0-1 from v (A), bits 2-7 from h (B)
+    __m512i u = _mm512_ternarylogic_epi32(v, h, _mm512_set1_epi8(0x03), 0xe4);
+    return _mm512_and_si512(u, _mm512_set1_epi8(0x07));
+}
+
+// fp16 (d, m) of 8 consecutive blocks -> dv, mv (8 scalar loads: gathers are slow on Intel since
+// the Downfall microcode fix). For Q8, mv is garbage and unused.
+AI void gather_dm(enum qtype wt, const uint8_t *b0, __m256 *dv, __m256 *mv) {
+    const int bb = (int)blk_bytes(wt);
+    __m256i v = _mm256_setr_epi32((int)ld32(b0), (int)ld32(b0 + bb), (int)ld32(b0 + 2 * bb), (int)ld32(b0 + 3 * bb),
+                                  (int)ld32(b0 + 4 * bb), (int)ld32(b0 + 5 * bb), (int)ld32(b0 + 6 * bb),
+                                  (int)ld32(b0 + 7 * bb));
+    __m256i dl = _mm256_and_si256(v, _mm256_set1_epi32(0xffff)), mh = _mm256_srli_epi32(v, 16);
+    __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(dl, mh), 0xd8);
+    *dv = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+    *mv = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+}
+
+// sum of the 16 lanes of a and the 8 lanes of b
+AI float hsum(__m512 a, __m256 b) {
+    __m256 a8 = _mm256_add_ps(b, _mm512_castps512_ps256(a));
+    a8 = _mm256_add_ps(a8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+    a4 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
+    a4 = _mm_add_ss(a4, _mm_movehdup_ps(a4));
+    return _mm_cvtss_f32(a4);
+}
+
+// Exact int32 dot of one group: 16 lanes summing to sum_i q_i * xq_i. For Q8 the u8 codes are q + 128,
+// so 128 * sum(xq) (c128, precomputed) is subtracted from lane 0.
+AI __m512i qgroup(enum qtype wt, __m512i w, const int8_t *xg, const int32_t *c128) {
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(xg));
+    if (wt == QT_Q8_G64) s = _mm512_mask_sub_epi32(s, 1, s, _mm512_set1_epi32(*c128));
+    return s;
+}
+
+// Decode: one row, groups 8 at a time (scales d*dx of 8 groups in one vector, stored to a stack
+// array so each group's FMA takes its scale as an embedded broadcast), two accumulators alternating.
+AI void qdec(enum qtype wt, float *out, const struct xq8 *xq, const uint8_t *row, size_t rb, int64_t i) {
+    const int64_t ng = xq->ng;
+    const size_t bb = blk_bytes(wt);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m256 accm = _mm256_setzero_ps();
+    float sc[8] __attribute__((aligned(32)));
+    int32_t c128[8] __attribute__((aligned(32)));
+    int64_t g = 0;
+    for (; g + 8 <= ng; g += 8) {
+        const uint8_t *b = row + g * bb;
+        for (size_t off = 0; off < 8 * bb; off += 64) _mm_prefetch((const char *)b + PF_BYTES + off, _MM_HINT_T0);
+        __m256 dv, mv;
+        gather_dm(wt, b, &dv, &mv);
+        _mm256_store_ps(sc, _mm256_mul_ps(dv, _mm256_loadu_ps(xq->dx + g)));
+        if (wt == QT_Q8_G64)
+            _mm256_store_si256((__m256i *)c128, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xq->sum + g)), 7));
+        else
+            accm = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xq->sx + g), accm);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m512i s = qgroup(wt, unpack(wt, b + k * bb), xq->q + (g + k) * QK_G64, c128 + k);
+            acc[k & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(sc[k]), acc[k & 1]);
+        }
+    }
+    float accs = 0.f;
+    for (; g < ng; g++) {   // ng % 8 tail groups
+        const uint8_t *b = row + g * bb;
+        float d = f16_to_f32(ld16(b)), m = wt == QT_Q8_G64 ? 0.f : f16_to_f32(ld16(b + 2));
+        int32_t c = xq->sum[g] * 128;
+        __m512i s = qgroup(wt, unpack(wt, b), xq->q + g * QK_G64, &c);
+        acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d * xq->dx[g]), acc[0]);
+        accs += m * xq->sx[g];
+    }
+    out[i] = hsum(_mm512_add_ps(acc[0], acc[1]), accm) + accs;
+}
+
+// Prefill tile: NR rows from row i x NT tokens from token j; each unpacked group is used NT times.
+AI void qtile(enum qtype wt, int NR, int NT, float *out, int64_t ldo, const struct xq8 *xq, const uint8_t *w,
+              size_t rb, int64_t i, int64_t j) {
+    const int64_t ng = xq->ng, n = xq->n;
+    const size_t bb = blk_bytes(wt);
+    __m512 acc[2][4];
+    __m256 accm[2][4];
+    float accs[2][4];
+    const uint8_t *row[2];
+    for (int r = 0; r < NR; r++) {
+        row[r] = w + (size_t)(i + r) * rb;
+        for (int u = 0; u < NT; u++) {
+            acc[r][u] = _mm512_setzero_ps();
+            accm[r][u] = _mm256_setzero_ps();
+            accs[r][u] = 0.f;
+        }
+    }
+    float sc[2][4][8] __attribute__((aligned(32)));
+    int32_t c128[4][8] __attribute__((aligned(32)));
+    int64_t g = 0;
+    for (; g + 8 <= ng; g += 8) {
+        if (wt == QT_Q8_G64)
+            for (int u = 0; u < NT; u++)
+                _mm256_store_si256((__m256i *)c128[u],
+                                   _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xq->sum + (j + u) * ng + g)), 7));
+        for (int r = 0; r < NR; r++) {
+            __m256 dv, mv;
+            gather_dm(wt, row[r] + g * bb, &dv, &mv);
+            for (int u = 0; u < NT; u++) {
+                _mm256_store_ps(sc[r][u], _mm256_mul_ps(dv, _mm256_loadu_ps(xq->dx + (j + u) * ng + g)));
+                if (wt != QT_Q8_G64)
+                    accm[r][u] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xq->sx + (j + u) * ng + g), accm[r][u]);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            for (int r = 0; r < NR; r++) {
+                const uint8_t *b = row[r] + (g + k) * bb;
+                _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
+                __m512i wv = unpack(wt, b);
+                for (int u = 0; u < NT; u++) {
+                    __m512i s = qgroup(wt, wv, xq->q + (j + u) * n + (g + k) * QK_G64, &c128[u][k]);
+                    acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(sc[r][u][k]), acc[r][u]);
+                }
+            }
+        }
+    }
+    for (; g < ng; g++) {   // ng % 8 tail groups
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *b = row[r] + g * bb;
+            float d = f16_to_f32(ld16(b)), m = wt == QT_Q8_G64 ? 0.f : f16_to_f32(ld16(b + 2));
+            __m512i wv = unpack(wt, b);
+            for (int u = 0; u < NT; u++) {
+                int32_t c = xq->sum[(j + u) * ng + g] * 128;
+                __m512i s = qgroup(wt, wv, xq->q + (j + u) * n + g * QK_G64, &c);
+                acc[r][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d * xq->dx[(j + u) * ng + g]),
+                                            acc[r][u]);
+                accs[r][u] += m * xq->sx[(j + u) * ng + g];
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < NT; u++) out[(j + u) * ldo + i + r] = hsum(acc[r][u], accm[r][u]) + accs[r][u];
+}
+
+AI void qrows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w, int64_t n,
+              int64_t r0, int64_t r1, int64_t t) {
+    size_t rb = qtype_row_bytes(wt, n);
+    if (t == 1) {
+        for (int64_t i = r0; i < r1; i++) qdec(wt, out, xq, (const uint8_t *)w + (size_t)i * rb, rb, i);
+        return;
+    }
+    for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {
+        int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
+        for (int64_t j = 0; j < t; j += 4) {
+            int64_t nt = t - j < 4 ? t - j : 4, i = b0;
+            switch (nt) {
+            case 1:
+                for (; i + 2 <= b1; i += 2) qtile(wt, 2, 1, out, ldo, xq, w, rb, i, j);
+                for (; i < b1; i++) qtile(wt, 1, 1, out, ldo, xq, w, rb, i, j);
+                break;
+            case 2:
+                for (; i + 2 <= b1; i += 2) qtile(wt, 2, 2, out, ldo, xq, w, rb, i, j);
+                for (; i < b1; i++) qtile(wt, 1, 2, out, ldo, xq, w, rb, i, j);
+                break;
+            case 3:
+                for (; i + 2 <= b1; i += 2) qtile(wt, 2, 3, out, ldo, xq, w, rb, i, j);
+                for (; i < b1; i++) qtile(wt, 1, 3, out, ldo, xq, w, rb, i, j);
+                break;
+            default:
+                for (; i + 2 <= b1; i += 2) qtile(wt, 2, 4, out, ldo, xq, w, rb, i, j);
+                for (; i < b1; i++) qtile(wt, 1, 4, out, ldo, xq, w, rb, i, j);
+                break;
+            }
+        }
+    }
+}
+
+#define QROWS(name, wt)                                                                              \
+    static void rows_##name##_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq,  \
+                                     const void *w, int64_t n, int64_t r0, int64_t r1, int64_t t) { \
+        qrows(wt, out, ldo, xq, w, n, r0, r1, t);                                                    \
+    }
+QROWS(q8_g64, QT_Q8_G64)
+QROWS(q4_g64, QT_Q4_G64)
+QROWS(q3_g64, QT_Q3_G64)
+QROWS(q2_g64, QT_Q2_G64)
+
+const mm_rows_fn mm_rows_avx512[QT_COUNT] = {
+    [QT_F32] = rows_f32_avx512,
+    [QT_F16] = rows_f16_avx512,
+    [QT_BF16] = rows_bf16_avx512,
+    [QT_Q8_G64] = rows_q8_g64_avx512,
+    [QT_Q4_G64] = rows_q4_g64_avx512,
+    [QT_Q3_G64] = rows_q3_g64_avx512,
+    [QT_Q2_G64] = rows_q2_g64_avx512,
+};
