@@ -74,6 +74,7 @@ TUTIL_OBJ:= $(patsubst %.c,$(BUILD)/%.o,$(TEST_UTIL))
 # per-file ISA flags: one binary runs anywhere, dispatch picks the variant at run time
 $(BUILD)/%_avx2.o:   CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
+$(BUILD)/%_amx.o:    CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mamx-tile -mamx-int8 -mamx-bf16
 
 .PHONY: all test cuda debug models clean format bench eval config check-python fuzz demo
 all: config $(PROG_NAMES)

@@ -4,7 +4,9 @@
  * slice of W). The scratch is a per-calling-thread (_Thread_local) growable buffer: no malloc in the
  * steady-state decode path, and two threads may call cpu_matmul concurrently on different pools.
  * With OpenBLAS (HAVE_OPENBLAS) f32 prefill (t >= BLAS_MIN_T) goes to one cblas_sgemm from the calling
- * thread (OpenBLAS threads itself). Test: tests/test_kernels_matmul.c */
+ * thread (OpenBLAS threads itself). On AVX-512 CPUs with AMX, int8-activation prefill (t >= AMX_MIN_T)
+ * runs the AMX tile kernels (matmul_amx.c) on 16-row-aligned chunks.
+ * Test: tests/test_kernels_matmul.c, tests/test_kernels_amx.c */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,9 @@ struct mm_job {
     struct xq8 *xq;
     const void *w;
     int64_t n, d, t;
+    int64_t align;           // rows per thread chunk are a multiple of this (AMX: one 16-row tile)
+    int64_t chunk;           // > 0: decode, threads take chunks of this many rows from `next`
+    _Atomic int64_t next;
 };
 
 static void range_of(int64_t total, int64_t align, int ith, int nth, int64_t *a, int64_t *b) {
@@ -107,7 +112,14 @@ static void job_quantize(void *arg, int ith, int nth) {
 static void job_rows(void *arg, int ith, int nth) {
     struct mm_job *jb = arg;
     int64_t a, b;
-    range_of(jb->d, 8, ith, nth, &a, &b);
+    if (jb->chunk > 0) {   // dynamic: a thread that runs slower (descheduled, sharing a core) takes fewer chunks
+        while ((a = atomic_fetch_add_explicit(&jb->next, jb->chunk, memory_order_relaxed)) < jb->d) {
+            b = a + jb->chunk < jb->d ? a + jb->chunk : jb->d;
+            jb->fn(jb->out, jb->d, jb->x, jb->xq, jb->w, jb->n, a, b, jb->t);
+        }
+        return;
+    }
+    range_of(jb->d, jb->align, ith, nth, &a, &b);
     if (a < b) jb->fn(jb->out, jb->d, jb->x, jb->xq, jb->w, jb->n, a, b, jb->t);
 }
 
@@ -135,11 +147,25 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
     mm_rows_fn fn = tab[wt];
     if (!fn) fn = mm_rows_avx2[wt];   // an AVX-512 table entry may be missing: AVX2 runs there too
     if (!fn || isa == CPU_ISA_REF) fn = mm_rows_ref[wt];
+    int64_t align = 8;
+    if (isa == CPU_ISA_AVX512 && mm_uses_xq8(wt) && t >= AMX_MIN_T && mm_rows_amx[wt] && cpu_amx_available()) {
+        fn = mm_rows_amx[wt];
+        align = 16;
+    }
 #ifdef HAVE_OPENBLAS
     if (isa != CPU_ISA_REF && matmul_blas(wt, out, x, w, n, d, t)) return;
 #endif
     struct xq8 xq = {0};
-    struct mm_job jb = {.fn = fn, .out = out, .x = x, .xq = &xq, .w = w, .n = n, .d = d, .t = t};
+    struct mm_job jb = {.fn = fn, .out = out, .x = x, .xq = &xq, .w = w, .n = n, .d = d, .t = t, .align = align};
+    atomic_init(&jb.next, 0);
+    int nth_all = tp ? threadpool_size(tp) : 1;
+    if (t == 1 && nth_all > 1) {
+        // decode: 8 chunks per thread (>= 16 rows, a multiple of 8), taken dynamically. A static split
+        // waits for the slowest thread at every matmul: on the shared 2-vCPU VM that wait was 25% of
+        // TinyLlama q2 decode. Each chunk is still one contiguous stream of rows.
+        int64_t c = (d / (8 * nth_all) + 7) & ~(int64_t)7;
+        jb.chunk = c < 16 ? 16 : c;
+    }
     if (mm_uses_xq8(wt)) {
         void *buf = scratch_get(xq8_bytes(n, t));
         if (!buf) {   // out of memory: no way to report through this API, so poison the output

@@ -32,7 +32,8 @@
 // Q4 75-78 / 66-75 / 83-88 / 58-82 / 55% of the read roof; none: 49%.
 #define PF_BYTES 1536
 // (A 2- and a 4-row lockstep decode, sharing the activation loads, measured the same as this one
-// stream within the machine's noise: 2048x5632 and 5632x2048, 2 threads, best-of times within 5%.)
+// stream within the machine's noise: 2048x5632 and 5632x2048, 2 threads, best-of times within 5%; end to end, TinyLlama tg64 q8/q4/q3/q2 at 2 threads,
+// 4 rows: 18.7-18.9 / 27.9-28.5 / 33.3-35.0 / 41.1-43.2 t/s, 1 row: 17.9-18.4 / 28.9-30.4 / 34.3-34.4 / 42.2-43.0.)
 
 void xq8_quantize_avx512(struct xq8 *a, const float *x, int64_t j0, int64_t j1) {
     xq8_quantize_avx2(a, x, j0, j1);   // ~1% of decode time; bit-identical to the ref

@@ -45,6 +45,15 @@ extern const mm_rows_fn mm_rows_ref[QT_COUNT];
 extern const mm_rows_fn mm_rows_avx2[QT_COUNT];
 extern const mm_rows_fn mm_rows_avx512[QT_COUNT];
 
+/* Intel AMX-INT8 prefill kernels (kernels/cpu/matmul_amx.c, docs/AMX.md): entries for the int8-activation
+ * types only; used by cpu_matmul when isa == CPU_ISA_AVX512, t >= AMX_MIN_T and cpu_amx_available().
+ * Calling one without AMX runs the AVX2 kernel. Test: tests/test_kernels_amx.c */
+#define AMX_MIN_T 4
+/* CPUID reports AMX-TILE + AMX-INT8 and AVX-512 F/BW/VL/DQ, and Linux granted the tile state
+ * (arch_prctl ARCH_REQ_XCOMP_PERM); cached. LLM_AMX=0 in the environment disables it. */
+bool cpu_amx_available(void);
+extern const mm_rows_fn mm_rows_amx[QT_COUNT];
+
 /* Scalar references, the spec (STYLE 5): out(t, d) = x(t, n) @ W(d, n)^T, accumulating in double.
  * The quantized ones quantize x with xq8_quantize_ref first (same algorithm as the fast paths). */
 void matmul_f32_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t);
