@@ -107,6 +107,8 @@ double fma_peak_avx2(double seconds);
 uint64_t read_sum_avx2(const uint64_t *p, size_t n);
 #define READ_PF_BYTES 1024
 uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n);   // + software prefetch READ_PF_BYTES ahead
+#define READ_PF_L2_BYTES 8192
+uint64_t read_sum_pf_l2_avx2(const uint64_t *p, size_t n);   // + prefetch to L2 (T1) READ_PF_L2_BYTES ahead
 // bench/bench_simd_avx512.c: only call if the CPU has AVX-512F
 double fma_peak_avx512(double seconds);
 

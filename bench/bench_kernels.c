@@ -12,8 +12,12 @@
 #include "bench/bench.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "quant/repack.h"
 
-static const enum qtype kernel_types[] = {QT_F32, QT_F16, QT_Q8_G64, QT_Q4_G64, QT_Q3_G64, QT_Q2_G64};
+// the X8 layouts are what the engine runs on AVX-512 VNNI CPUs (quant/repack.h); the natural ones
+// elsewhere, and on AVX-512 for tensors whose row is not a multiple of 512
+static const enum qtype kernel_types[] = {QT_F32,    QT_F16,    QT_Q8_G64, QT_Q4_G64, QT_Q3_G64,
+                                          QT_Q2_G64, QT_Q8_X8,  QT_Q4_X8,  QT_Q3_X8,  QT_Q2_X8};
 static const int64_t kernel_shapes[][2] = {   // {n, d}: out(t, d) = x(t, n) @ W(d, n)^T
     {2048, 2048},   // wq, wo
     {2048, 256},    // wk, wv (4 kv heads x 64)
@@ -202,6 +206,7 @@ int bench_kernels_run(const struct bench_kernel_opts *o) {
             for (size_t ki = 0; ki < sizeof kernel_types / sizeof kernel_types[0]; ki++) {
                 enum qtype wt = kernel_types[ki];
                 if (!cpu_matmul_supports(wt)) continue;
+                if (qtype_is_x8(wt) && (isa < CPU_ISA_AVX512 || n % X8_WEIGHTS)) continue;   // ref only there
                 for (size_t tk = 0; tk < sizeof kernel_tokens / sizeof kernel_tokens[0]; tk++) {
                     int64_t t = kernel_tokens[tk];
                     const char *op = t == 1 ? "matvec" : "matmul";

@@ -75,3 +75,23 @@ uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n) {
     for (; i < n; i++) s += p[i];
     return s;
 }
+
+uint64_t read_sum_pf_l2_avx2(const uint64_t *p, size_t n) {
+    // the X8 decode kernels' prefetch (kernels/cpu/matmul_x8_avx512.c): into L2, 8 KiB ahead
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm_prefetch((const char *)(p + i) + READ_PF_L2_BYTES, _MM_HINT_T1);
+        _mm_prefetch((const char *)(p + i) + READ_PF_L2_BYTES + 64, _MM_HINT_T1);
+        a = _mm256_add_epi64(a, _mm256_loadu_si256((const __m256i *)(p + i)));
+        b = _mm256_add_epi64(b, _mm256_loadu_si256((const __m256i *)(p + i + 4)));
+        c = _mm256_add_epi64(c, _mm256_loadu_si256((const __m256i *)(p + i + 8)));
+        d = _mm256_add_epi64(d, _mm256_loadu_si256((const __m256i *)(p + i + 12)));
+    }
+    a = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
+    uint64_t o[4];
+    _mm256_storeu_si256((__m256i *)o, a);
+    uint64_t s = o[0] + o[1] + o[2] + o[3];
+    for (; i < n; i++) s += p[i];
+    return s;
+}

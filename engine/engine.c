@@ -9,6 +9,7 @@
 #include "engine/tokenizer.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
+#include "quant/repack.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -61,6 +62,35 @@ static float *to_f32(const struct tensor_view *tv, bool *owned, struct err *e) {
 
 enum tkind { T_NORM, T_MATRIX, T_EMBD };   // embedding tables are read one row per token
 
+/* Host backend, matrix of natural type `want` stored as `layout`: the natural bytes (the file's, or
+ * quantized into a temporary) packed into a new buffer. */
+static int prep_repacked(struct prep *p, struct tensor *t, const struct tensor_view *tv, enum qtype want,
+                         enum qtype layout, struct err *e) {
+    struct engine *en = p->en;
+    const int64_t n = t->ne[0], rows = t->ne[1];
+    void *dst = eng_alloc(en, t->nbytes);
+    if (!dst) return ERR(e, ERR_OOM, "%s: cannot allocate %.1f MiB", t->name, t->nbytes / 1048576.0);
+    const void *natural = tv->data;
+    void *tmp = NULL;
+    if (want != tv->type) {
+        bool owned;
+        float *f = to_f32(tv, &owned, e);
+        if (!f) return e->code;
+        tmp = malloc(t->nbytes);
+        int rc = tmp ? ERR_OK : ERR(e, ERR_OOM, "%s: out of memory", t->name);
+        enum quant_method m = (p->o->quant_method && strcmp(p->o->quant_method, "rtn") == 0) ? QM_RTN : QM_OPT;
+        if (!rc) rc = quantize_matrix(want, m, tmp, f, n, rows, p->n_threads, e);
+        if (owned) free(f);
+        if (rc) { free(tmp); return rc; }
+        natural = tmp;
+    }
+    x8_pack_matrix(layout, dst, natural, n, rows, p->n_threads);
+    free(tmp);
+    t->type = layout;
+    t->data = dst;
+    return ERR_OK;
+}
+
 /* Loads tensor `name` into *t, choosing its compute type: norms f32; matrices keep their type when
  * the backend has a matmul for it, else f32 (ggml quants), or the bit plan's type with -q/--bits. */
 static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum tkind kind, struct err *e) {
@@ -99,6 +129,9 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
     if (!p->o->quiet && p->quantize && matrix)
         fprintf(stderr, "\rquantizing %3d/%d %-28s -> %-7s", p->done, p->total, name, qtype_traits[want].name);
 
+    // the backend's preferred layout (CPU + AVX-512 VNNI: X8, same bytes, quant/repack.h)
+    const enum qtype layout = matrix && be->ops->matrix_layout ? be->ops->matrix_layout(be, want, n) : want;
+    if (layout != want) return prep_repacked(p, t, tv, want, layout, e);
     if (want == tv->type && be->host_memory) {   // zero copy: point into the mmap
         t->data = (void *)tv->data;
         return ERR_OK;
@@ -286,6 +319,8 @@ void engine_free(struct engine *en) {
         en->be->ops->destroy(en->be);
     }
     free(en->allocs);
+    for (int i = 0; i < en->n_save_bufs; i++) free(en->save_bufs[i]);
+    free(en->save_bufs);
     free(en->kv);
     free(en->w.layers);
     free(en->host_logits);
@@ -394,7 +429,9 @@ int engine_kv_shift(struct engine *en, int seq, int keep, int n_discard, int n_p
 // ------------------------------------------------------------------------------------------------
 // Saving: the prepared (converted / quantized) weights as our native model.bin
 
-static void add_view(struct tensor_view *v, int *n, const struct tensor *t, const char *name, int n_dims) {
+// X8 weights (CPU repacking) are viewed through a natural-layout copy, kept until engine_free
+static int add_view(struct engine *en, struct tensor_view *v, int *n, const struct tensor *t, const char *name,
+                    int n_dims, struct err *e) {
     struct tensor_view *tv = &v[(*n)++];
     memset(tv, 0, sizeof *tv);
     snprintf(tv->name, sizeof tv->name, "%s", name);
@@ -405,6 +442,21 @@ static void add_view(struct tensor_view *v, int *n, const struct tensor *t, cons
     tv->ne[2] = tv->ne[3] = 1;
     tv->data = t->data;
     tv->nbytes = t->nbytes;
+    if (!qtype_is_x8(t->type)) return ERR_OK;
+    void **bufs = realloc(en->save_bufs, (size_t)(en->n_save_bufs + 1) * sizeof *bufs);
+    uint8_t *nat = malloc(t->nbytes ? t->nbytes : 1);
+    if (bufs) en->save_bufs = bufs;
+    if (!bufs || !nat) {
+        free(nat);
+        return ERR(e, ERR_OOM, "%s: out of memory for a natural-layout copy (%.1f MiB)", name, t->nbytes / 1048576.0);
+    }
+    en->save_bufs[en->n_save_bufs++] = nat;
+    const size_t rb = qtype_row_bytes(t->type, t->ne[0]);
+    for (int64_t r = 0; r < t->ne[1]; r++)
+        x8_unpack_row(t->type, nat + (size_t)r * rb, (const uint8_t *)t->data + (size_t)r * rb, t->ne[0]);
+    tv->type = (enum qtype)qtype_natural_of(t->type);
+    tv->data = nat;
+    return ERR_OK;
 }
 
 int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e) {
@@ -413,9 +465,9 @@ int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out,
     struct tensor_view *v = calloc((size_t)(3 + 9 * c->n_layers), sizeof *v);
     if (!v) return ERR(e, ERR_OOM, "out of memory");
     int n = 0;
-    add_view(v, &n, &en->w.token_embd, "token_embd.weight", 2);
-    add_view(v, &n, &en->w.output_norm, "output_norm.weight", 1);
-    if (!c->tied_output) add_view(v, &n, &en->w.output, "output.weight", 2);
+    int rc = add_view(en, v, &n, &en->w.token_embd, "token_embd.weight", 2, e);
+    if (!rc) rc = add_view(en, v, &n, &en->w.output_norm, "output_norm.weight", 1, e);
+    if (!rc && !c->tied_output) rc = add_view(en, v, &n, &en->w.output, "output.weight", 2, e);
     static const char *const names[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                                          "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
     for (int l = 0; l < c->n_layers; l++) {
@@ -425,8 +477,12 @@ int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out,
         for (int i = 0; i < 9; i++) {
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i]);
-            add_view(v, &n, src[i], name, (i == 0 || i == 5) ? 1 : 2);
+            if (!rc) rc = add_view(en, v, &n, src[i], name, (i == 0 || i == 5) ? 1 : 2, e);
         }
+    }
+    if (rc) {
+        free(v);
+        return rc;
     }
     *out = v;
     *n_out = n;

@@ -42,6 +42,8 @@ struct engine {
     struct run_state s;
     int n_ctx;
     void **allocs;                     // backend allocations to free
+    void **save_bufs;                  // natural-layout copies of X8 weights made for engine_tensor_views
+    int n_save_bufs;
     int n_allocs, cap_allocs;
     size_t weight_bytes, weight_bytes_per_token, scratch_bytes;
     double load_seconds;

@@ -21,6 +21,10 @@ struct backend_ops {
     const char *name;
     /* Can matmul use weights of this type? Asked once at load time. */
     bool (*supports)(const struct backend *be, enum qtype weight_type);
+    /* Optional: the in-memory layout matmul weights of type t with rows of n should be converted to
+     * (the CPU backend's X8 repacking, quant/repack.h), or t itself. Asked once per matrix at load;
+     * the engine converts with x8_pack_matrix and saves files in the natural layout. */
+    enum qtype (*matrix_layout)(const struct backend *be, enum qtype t, int64_t n);
     void *(*alloc)(struct backend *be, size_t nbytes);                 // NULL on OOM
     void (*free)(struct backend *be, void *p);
     int (*upload)(struct backend *be, void *dst, const void *src, size_t nbytes, struct err *e);

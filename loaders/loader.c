@@ -204,7 +204,7 @@ static int check_tensor(const struct model_file *mf, const char *name, int64_t n
                         bool vector, struct err *e) {
     const struct tensor_view *t = model_file_find(mf, name);
     if (!t) return err_set(e, ERR_FORMAT, mf->path, "%s: tensor missing", name);
-    if ((int)t->type < 0 || t->type >= QT_COUNT)
+    if ((int)t->type < 0 || t->type >= QT_COUNT || qtype_traits[t->type].internal)
         return err_set(e, ERR_UNSUPPORTED, mf->path, "%s at byte %" PRIu64 ": unknown type %d", name,
                        t->offset, (int)t->type);
     int64_t ne[4] = {1, 1, 1, 1};

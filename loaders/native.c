@@ -98,7 +98,7 @@ int native_write(const char *path, const struct model_config *cfg, const struct 
         const struct tensor_view *t = &tensors[i];
         uint64_t rows = 1, want;
         for (int d = 1; d < t->n_dims; d++) rows *= (uint64_t)t->ne[d];
-        if ((unsigned)t->type >= QT_COUNT || t->n_dims < 1 || t->n_dims > 4 ||
+        if ((unsigned)t->type >= QT_COUNT || qtype_traits[t->type].internal || t->n_dims < 1 || t->n_dims > 4 ||
             !qtype_nbytes(t->type, t->ne[0], (int64_t)rows, &want) || want != t->nbytes || !t->data) {
             free(b.p);
             return err_set(e, ERR_ARG, path, "tensor %s: bad type, shape or nbytes", t->name);
@@ -323,7 +323,7 @@ int native_open(struct model_file *mf, const char *path, struct err *e) {
         qn[len] = 0;
         int qt = -1;
         for (int k = 0; k < QT_COUNT; k++)   // exact traits name, not the CLI aliases
-            if (qtype_traits[k].name && !strcmp(qtype_traits[k].name, qn)) qt = k;
+            if (qtype_traits[k].name && !qtype_traits[k].internal && !strcmp(qtype_traits[k].name, qn)) qt = k;
         if (qt < 0) {
             rc = err_set(e, ERR_UNSUPPORTED, path, "%s at byte %" PRIu64 ": unknown qtype '%s' (newer file?)", t->name, at, qn);
             goto fail;

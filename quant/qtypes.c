@@ -6,6 +6,7 @@
 
 #include "quant/ggml_quants.h"
 #include "quant/quant_ref.h"
+#include "quant/repack.h"
 
 #define BPW(bytes, group) (8.0 * (double)(bytes) / (double)(group))
 
@@ -74,6 +75,16 @@ const struct qtype_traits qtype_traits[QT_COUNT] = {
                    .native = true,
                    .dequantize_row = dequantize_row_q2_g64_ref,
                    .quantize_row = quantize_row_q2_g64_ref},
+#define X8_TRAITS(T, nm, NAT, blk, b)                                                           \
+    [T] = {.name = nm, .group = X8_WEIGHTS, .block_bytes = X8_GROUPS * sizeof(struct blk),   \
+           .bpw = BPW(sizeof(struct blk), QK_G64),                                              \
+           .ggml_type = -1, .bits = b, .native = false, .internal = true,                       \
+           .dequantize_row = dequantize_row_##NAT##_ref, .quantize_row = quantize_row_##NAT##_ref}
+    X8_TRAITS(QT_Q8_X8, "q8_g64x8", q8_x8, blk_q8_g64, 8),
+    X8_TRAITS(QT_Q4_X8, "q4_g64x8", q4_x8, blk_q4_g64, 4),
+    X8_TRAITS(QT_Q3_X8, "q3_g64x8", q3_x8, blk_q3_g64, 3),
+    X8_TRAITS(QT_Q2_X8, "q2_g64x8", q2_x8, blk_q2_g64, 2),
+#undef X8_TRAITS
 };
 
 bool qtype_nbytes(enum qtype t, int64_t n, int64_t rows, uint64_t *out) {
@@ -90,7 +101,7 @@ bool qtype_nbytes(enum qtype t, int64_t n, int64_t rows, uint64_t *out) {
 int qtype_from_name(const char *name) {
     if (!name) return -1;
     for (int t = 0; t < QT_COUNT; t++)   // case-insensitive: "Q4_K", "q4_k", "F16" all match
-        if (strcasecmp(name, qtype_traits[t].name) == 0) return t;
+        if (!qtype_traits[t].internal && strcasecmp(name, qtype_traits[t].name) == 0) return t;
     static const struct { const char *s; enum qtype t; } alias[] = {
         {"q8", QT_Q8_G64}, {"q4", QT_Q4_G64}, {"q3", QT_Q3_G64}, {"q2", QT_Q2_G64},
         {"fp32", QT_F32},  {"fp16", QT_F16},  {"float32", QT_F32}, {"float16", QT_F16},

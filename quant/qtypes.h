@@ -24,6 +24,12 @@ enum qtype {
     QT_Q4_G64,
     QT_Q3_G64,
     QT_Q2_G64,
+    // CPU-internal repackings of the four above for the AVX-512 VNNI kernels (quant/repack.h):
+    // same bytes, interleaved order; never in a file, on the command line or in a bit plan
+    QT_Q8_X8,
+    QT_Q4_X8,
+    QT_Q3_X8,
+    QT_Q2_X8,
     QT_COUNT
 };
 
@@ -71,6 +77,7 @@ struct qtype_traits {
     int ggml_type;             // GGUF/ggml type id, -1 if the type does not exist in ggml
     int bits;                  // nominal bits (32, 16, 8, 4, 3, 2)
     bool native;               // the engine's own quantized format (a -q target)
+    bool internal;             // an in-memory layout only (X8): loaders and name lookups reject it
     dequantize_row_fn dequantize_row;  // scalar reference, n a multiple of group
     quantize_row_fn quantize_row;      // round-to-nearest reference; NULL for load-only types
 };

@@ -7,6 +7,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "quant/repack.h"
 
 struct cpu_ctx {
     struct threadpool *tp;
@@ -22,6 +23,16 @@ static struct cpu_ctx *CTX(struct backend *be) { return (struct cpu_ctx *)be->ct
 // memory
 
 static bool cpu_supports(const struct backend *be, enum qtype t) { return cpu_matmul_supports(t); }
+
+// X8 for the native int8 types when the X8 kernels run here (AVX-512 VNNI) and a row is whole
+// superblocks; LLM_REPACK=0 keeps the natural layout (A/B benchmarks, docs/KERNELS.md)
+static enum qtype cpu_matrix_layout(const struct backend *be, enum qtype t, int64_t n) {
+    const char *env = getenv("LLM_REPACK");
+    int x8 = qtype_x8_of(t);
+    if (x8 < 0 || n % X8_WEIGHTS != 0 || CTX((struct backend *)be)->isa != CPU_ISA_AVX512 || (env && env[0] == '0'))
+        return t;
+    return (enum qtype)x8;
+}
 
 static void *cpu_alloc(struct backend *be, size_t nbytes) {
     void *p = NULL;
@@ -247,6 +258,7 @@ static void cpu_add(struct backend *be, struct tensor *out, const struct tensor 
 static const struct backend_ops cpu_ops = {
     .name = "cpu",
     .supports = cpu_supports,
+    .matrix_layout = cpu_matrix_layout,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,

@@ -83,6 +83,7 @@ typedef void (*xq8_quantize_fn)(struct xq8 *a, const float *x, int64_t j0, int64
 struct mm_job {
     mm_rows_fn fn;
     xq8_quantize_fn quant;   // phase 0 only
+    bool interleave;         // also fill xq->qil (X8 weights)
     float *out;
     const float *x;
     struct xq8 *xq;
@@ -106,7 +107,10 @@ static void job_quantize(void *arg, int ith, int nth) {
     struct mm_job *jb = arg;
     int64_t a, b;
     range_of(jb->t, 1, ith, nth, &a, &b);
-    if (a < b) jb->quant(jb->xq, jb->x, a, b);
+    if (a < b) {
+        jb->quant(jb->xq, jb->x, a, b);
+        if (jb->interleave) xq8_interleave(jb->xq, a, b);
+    }
 }
 
 static void job_rows(void *arg, int ith, int nth) {
@@ -146,6 +150,7 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
     const mm_rows_fn *tab = isa == CPU_ISA_AVX512 ? mm_rows_avx512 : isa == CPU_ISA_AVX2 ? mm_rows_avx2 : mm_rows_ref;
     mm_rows_fn fn = tab[wt];
     if (!fn) fn = mm_rows_avx2[wt];   // an AVX-512 table entry may be missing: AVX2 runs there too
+    if (isa == CPU_ISA_AVX512 && mm_rows_x8[wt]) fn = mm_rows_x8[wt];
     if (!fn || isa == CPU_ISA_REF) fn = mm_rows_ref[wt];
     int64_t align = 8;
     if (isa == CPU_ISA_AVX512 && mm_uses_xq8(wt) && t >= AMX_MIN_T && mm_rows_amx[wt] && cpu_amx_available()) {
@@ -176,9 +181,13 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
         jb.quant = isa == CPU_ISA_AVX512 ? xq8_quantize_avx512
                  : isa == CPU_ISA_AVX2   ? xq8_quantize_avx2
                                          : xq8_quantize_ref;
+        jb.interleave = mm_uses_qil(wt) && fn != mm_rows_ref[wt];
         int nth = tp ? threadpool_size(tp) : 1;
         if (nth > 1 && t >= 2 * nth) run(tp, job_quantize, &jb);
-        else jb.quant(&xq, x, 0, t);
+        else {
+            jb.quant(&xq, x, 0, t);
+            if (jb.interleave) xq8_interleave(&xq, 0, t);
+        }
     }
     run(tp, job_rows, &jb);
 }

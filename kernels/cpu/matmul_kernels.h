@@ -15,6 +15,8 @@
  *   sum_i (d q_i + m) dx xq_i = d dx sum(q_i xq_i) + m dx sum(xq_i). */
 struct xq8 {
     int8_t *q;
+    int8_t *qil;   // the codes of each token's n/512 superblocks in X8 code-vector order (quant/repack.h),
+                   // filled by xq8_interleave for the X8 kernels; row stride n
     float *dx, *sx;
     int32_t *sum;
     int64_t n, ng;
@@ -29,6 +31,8 @@ void xq8_init(struct xq8 *a, void *buf, int64_t n, int64_t t);
 void xq8_quantize_ref(struct xq8 *a, const float *x, int64_t j0, int64_t j1);
 void xq8_quantize_avx2(struct xq8 *a, const float *x, int64_t j0, int64_t j1);
 void xq8_quantize_avx512(struct xq8 *a, const float *x, int64_t j0, int64_t j1);
+/* qil of tokens [j0, j1) from q (a permutation of 32-bit chunks per 512-code superblock). */
+void xq8_interleave(struct xq8 *a, int64_t j0, int64_t j1);
 
 /* Row-range kernel: out[j*ldo + i] for rows i in [r0, r1), tokens j in [0, t).
  * Float weight types read x (row stride n); int8 types read xq (x may be NULL). */
@@ -37,13 +41,21 @@ typedef void (*mm_rows_fn)(float *out, int64_t ldo, const float *x, const struct
 
 /* Whether the kernel of type wt consumes int8 activations (xq) instead of x. */
 static inline bool mm_uses_xq8(enum qtype wt) {
-    return wt == QT_Q8_G64 || wt == QT_Q4_G64 || wt == QT_Q3_G64 || wt == QT_Q2_G64;
+    return wt == QT_Q8_G64 || wt == QT_Q4_G64 || wt == QT_Q3_G64 || wt == QT_Q2_G64 || wt == QT_Q8_X8 ||
+           wt == QT_Q4_X8 || wt == QT_Q3_X8 || wt == QT_Q2_X8;
+}
+/* Whether the kernel of type wt reads xq->qil. */
+static inline bool mm_uses_qil(enum qtype wt) {
+    return wt == QT_Q8_X8 || wt == QT_Q4_X8 || wt == QT_Q3_X8 || wt == QT_Q2_X8;
 }
 
 /* Per-ISA tables, NULL where a type has no kernel. */
 extern const mm_rows_fn mm_rows_ref[QT_COUNT];
 extern const mm_rows_fn mm_rows_avx2[QT_COUNT];
 extern const mm_rows_fn mm_rows_avx512[QT_COUNT];
+/* The X8 kernels (kernels/cpu/matmul_x8.c, AVX-512 VNNI): entries for QT_Q*_X8 only, merged into
+ * mm_rows_avx512 by the dispatcher. */
+extern const mm_rows_fn mm_rows_x8[QT_COUNT];
 
 /* Intel AMX-INT8 prefill kernels (kernels/cpu/matmul_amx.c, docs/AMX.md): entries for the int8-activation
  * types only; used by cpu_matmul when isa == CPU_ISA_AVX512, t >= AMX_MIN_T and cpu_amx_available().

@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/matmul_kernels.h"
 #include "quant/quant_ref.h"
+#include "quant/repack.h"
 
 // ------------------------------------------------------------------------------------------------
 // int8 activations
@@ -16,7 +17,7 @@ static size_t align64(size_t v) { return (v + 63) & ~(size_t)63; }
 
 size_t xq8_bytes(int64_t n, int64_t t) {
     int64_t ng = n / QK_G64;
-    return align64((size_t)(n * t)) + 2 * align64((size_t)(ng * t) * sizeof(float)) +
+    return 2 * align64((size_t)(n * t)) + 2 * align64((size_t)(ng * t) * sizeof(float)) +
            align64((size_t)(ng * t) * sizeof(int32_t));
 }
 
@@ -25,6 +26,8 @@ void xq8_init(struct xq8 *a, void *buf, int64_t n, int64_t t) {
     char *p = buf;
     a->q = (int8_t *)p;
     p += align64((size_t)(n * t));
+    a->qil = (int8_t *)p;
+    p += align64((size_t)(n * t));
     a->dx = (float *)p;
     p += align64((size_t)(ng * t) * sizeof(float));
     a->sx = (float *)p;
@@ -32,6 +35,18 @@ void xq8_init(struct xq8 *a, void *buf, int64_t n, int64_t t) {
     a->sum = (int32_t *)p;
     a->n = n;
     a->ng = ng;
+}
+
+void xq8_interleave(struct xq8 *a, int64_t j0, int64_t j1) {
+    const int64_t nsb = a->n / X8_WEIGHTS;
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t sb = 0; sb < nsb; sb++) {
+            const int8_t *src = a->q + j * a->n + sb * X8_WEIGHTS;
+            int8_t *dst = a->qil + j * a->n + sb * X8_WEIGHTS;
+            // 32-bit chunk c (weights 4c .. 4c+3) of group l goes to vector c/2, lane l + 8 (c & 1)
+            for (int l = 0; l < X8_GROUPS; l++)
+                for (int c = 0; c < 16; c++) memcpy(dst + 64 * (c >> 1) + 4 * (l + 8 * (c & 1)), src + 64 * l + 4 * c, 4);
+        }
 }
 
 void xq8_quantize_ref(struct xq8 *a, const float *x, int64_t j0, int64_t j1) {
@@ -152,6 +167,29 @@ static void rows_q2_g64_ref(float *out, int64_t ldo, const float *x, const struc
     rows_qasym_ref(QT_Q2_G64, out, ldo, xq, w, n, r0, r1, t);
 }
 
+// X8: each row converted back to the natural layout (quant/repack.c, exact), then the natural reference
+static void rows_x8_ref(enum qtype wt, float *out, int64_t ldo, const float *x, const struct xq8 *xq,
+                        const void *w, int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    const enum qtype nat = (enum qtype)qtype_natural_of(wt);
+    const size_t rb = qtype_row_bytes(wt, n);
+    void *row = malloc(rb ? rb : 1);
+    if (!row) abort();   // reference, test-only code
+    for (int64_t i = r0; i < r1; i++) {
+        x8_unpack_row(wt, row, (const uint8_t *)w + (size_t)i * rb, n);
+        mm_rows_ref[nat](out + i, ldo, x, xq, row, n, 0, 1, t);
+    }
+    free(row);
+}
+#define X8_REF(name, T)                                                                           \
+    static void rows_##name##_ref(float *out, int64_t ldo, const float *x, const struct xq8 *xq,  \
+                                  const void *w, int64_t n, int64_t r0, int64_t r1, int64_t t) { \
+        rows_x8_ref(T, out, ldo, x, xq, w, n, r0, r1, t);                                         \
+    }
+X8_REF(q8_x8, QT_Q8_X8)
+X8_REF(q4_x8, QT_Q4_X8)
+X8_REF(q3_x8, QT_Q3_X8)
+X8_REF(q2_x8, QT_Q2_X8)
+
 const mm_rows_fn mm_rows_ref[QT_COUNT] = {
     [QT_F32] = rows_f32_ref,
     [QT_F16] = rows_f16_ref,
@@ -160,6 +198,10 @@ const mm_rows_fn mm_rows_ref[QT_COUNT] = {
     [QT_Q4_G64] = rows_q4_g64_ref,
     [QT_Q3_G64] = rows_q3_g64_ref,
     [QT_Q2_G64] = rows_q2_g64_ref,
+    [QT_Q8_X8] = rows_q8_x8_ref,
+    [QT_Q4_X8] = rows_q4_x8_ref,
+    [QT_Q3_X8] = rows_q3_x8_ref,
+    [QT_Q2_X8] = rows_q2_x8_ref,
 };
 
 // ------------------------------------------------------------------------------------------------
