@@ -158,6 +158,9 @@ AI __m512i pair16(__m512i even, __m512i odd) { return _mm512_or_si512(_mm512_srl
 // bf16 tile unit, sx split exactly into 3 bf16 parts, tile (tb, kc, part) row kr = groups
 // (kc*32 + 2kr, +1) of the 16 tokens (AMX's bf16 VNNI pairs); groups >= ng are zero.
 
+AI bool is_q8(enum qtype wt) { return wt == QT_Q8_G64 || wt == QT_Q8_X8; }
+AI bool is_x8(enum qtype wt) { return wt == QT_Q8_X8 || wt == QT_Q4_X8 || wt == QT_Q3_X8 || wt == QT_Q2_X8; }
+
 static void pack_acts(enum qtype wt, const struct xq8 *xq, int64_t t, int64_t j0, int64_t nb,
                       const struct amx_bufs *bf) {
     const int64_t n = xq->n, ng = xq->ng, nkc = (ng + 31) / 32;
@@ -174,7 +177,7 @@ static void pack_acts(enum qtype wt, const struct xq8 *xq, int64_t t, int64_t j0
             float *dv = bf->dxt + (tb * ng + g) * 16;
             for (int k = 0; k < 16; k++) dv[k] = k < nt ? xq->dx[(jb + k) * ng + g] : 0.f;
         }
-        if (wt == QT_Q8_G64) continue;
+        if (is_q8(wt)) continue;
         for (int64_t kc = 0; kc < nkc; kc++) {
             for (int gi = 0; gi < 32; gi++)
                 for (int k = 0; k < 16; k++) {
@@ -197,9 +200,70 @@ static void pack_acts(enum qtype wt, const struct xq8 *xq, int64_t t, int64_t j0
 // (natural order), rows >= nr zero; dt[g*16 + r] = fp32 d (0 for rows >= nr); ma: m of the 16 rows
 // split in 2 exact bf16 parts, tile (part, kc) row r = groups kc*32 .. kc*32+31 (0 past ng).
 
-AI size_t blk_bytes(enum qtype wt) {
-    return wt == QT_Q8_G64 ? sizeof(struct blk_q8_g64) : wt == QT_Q4_G64 ? sizeof(struct blk_q4_g64)
-         : wt == QT_Q3_G64 ? sizeof(struct blk_q3_g64) : sizeof(struct blk_q2_g64);
+AI size_t blk_bytes(enum qtype wt) {   // natural block bytes (X8: of the natural type; a superblock is 8)
+    return is_q8(wt) ? sizeof(struct blk_q8_g64) : (wt == QT_Q4_G64 || wt == QT_Q4_X8) ? sizeof(struct blk_q4_g64)
+         : (wt == QT_Q3_G64 || wt == QT_Q3_X8) ? sizeof(struct blk_q3_g64) : sizeof(struct blk_q2_g64);
+}
+
+// X8 (quant/repack.h): the 8 plain code vectors of one superblock, cv[k] byte 4L + b = code
+// 8k + 4(L >> 3) + b of group L & 7 (Q8: the int8 codes, for TDPBSSD)
+AI void x8_code_vectors(enum qtype wt, const uint8_t *sb, __m512i cv[8]) {
+    if (wt == QT_Q8_X8) {
+        for (int k = 0; k < 8; k++) cv[k] = _mm512_loadu_si512(sb + 16 + 64 * k);
+        return;
+    }
+    const uint8_t *c = sb + 32;
+    if (wt == QT_Q4_X8) {
+        for (int j = 0; j < 4; j++) {
+            __m512i v = _mm512_loadu_si512(c + 64 * j);
+            cv[2 * j] = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+            cv[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+        }
+        return;
+    }
+    for (int j = 0; j < 2; j++) {
+        __m512i v = _mm512_loadu_si512(c + 64 * j);
+        cv[4 * j] = _mm512_and_si512(v, _mm512_set1_epi8(3));
+        cv[4 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), _mm512_set1_epi8(3));
+        cv[4 * j + 2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(3));
+        cv[4 * j + 3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), _mm512_set1_epi8(3));
+    }
+    if (wt == QT_Q3_X8) {   // bit k of the high plane = bit 2 of cv[k]: a 16-bit shift by k - 2 puts it
+        // there (bits shifted in from the neighbouring byte never reach bit 2 for |k - 2| <= 5)
+        const __m512i h = _mm512_loadu_si512(c + 128), m4 = _mm512_set1_epi8(4);
+        cv[0] = _mm512_or_si512(cv[0], _mm512_and_si512(_mm512_slli_epi16(h, 2), m4));
+        cv[1] = _mm512_or_si512(cv[1], _mm512_and_si512(_mm512_slli_epi16(h, 1), m4));
+        cv[2] = _mm512_or_si512(cv[2], _mm512_and_si512(h, m4));
+        cv[3] = _mm512_or_si512(cv[3], _mm512_and_si512(_mm512_srli_epi16(h, 1), m4));
+        cv[4] = _mm512_or_si512(cv[4], _mm512_and_si512(_mm512_srli_epi16(h, 2), m4));
+        cv[5] = _mm512_or_si512(cv[5], _mm512_and_si512(_mm512_srli_epi16(h, 3), m4));
+        cv[6] = _mm512_or_si512(cv[6], _mm512_and_si512(_mm512_srli_epi16(h, 4), m4));
+        cv[7] = _mm512_or_si512(cv[7], _mm512_and_si512(_mm512_srli_epi16(h, 5), m4));
+    }
+}
+
+// code vectors -> the 8 groups' 64 codes in natural order: group l = dwords l, l + 8 of cv[0..7].
+// Pair the dwords into qword l of each vector, then an 8 x 8 qword transpose (32 shuffles).
+AI void x8_groups(__m512i cv[8]) {
+    const __m512i pair = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m512i p[8], a[8], b[8];
+    for (int k = 0; k < 8; k++) p[k] = _mm512_permutexvar_epi32(pair, cv[k]);
+    const __m512i lo1 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), hi1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    for (int k = 0; k < 4; k++) {   // a[2k] = (p[2k] q0, p[2k+1] q0, .. q3), a[2k+1] = q4 .. q7
+        a[2 * k] = _mm512_permutex2var_epi64(p[2 * k], lo1, p[2 * k + 1]);
+        a[2 * k + 1] = _mm512_permutex2var_epi64(p[2 * k], hi1, p[2 * k + 1]);
+    }
+    const __m512i lo2 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi2 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for (int h = 0; h < 2; h++)     // b[4h + 2i + 0/1]: vectors 4h .. 4h+3, qwords (4i, 4i+1) / (4i+2, 4i+3)
+        for (int i = 0; i < 2; i++) {
+            b[4 * h + 2 * i] = _mm512_permutex2var_epi64(a[4 * h + i], lo2, a[4 * h + 2 + i]);
+            b[4 * h + 2 * i + 1] = _mm512_permutex2var_epi64(a[4 * h + i], hi2, a[4 * h + 2 + i]);
+        }
+    const __m512i lo3 = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11), hi3 = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+    for (int q = 0; q < 4; q++) {   // b[q] holds qwords 2q', 2q'+1 of vectors 0..3 (q' from the order above)
+        cv[2 * q] = _mm512_permutex2var_epi64(b[q], lo3, b[4 + q]);
+        cv[2 * q + 1] = _mm512_permutex2var_epi64(b[q], hi3, b[4 + q]);
+    }
 }
 
 // one group's 64 codes in order, as one zmm
@@ -233,6 +297,22 @@ AI __m512i unpack64(enum qtype wt, const uint8_t *b) {
 // land in L1 just before use and the unpack overlaps the tile unit (a separate pass over the
 // whole block measured ~35 ns per group at t = 16, mostly L1 misses on the 16*n-byte buffer).
 AI void unpack_group(enum qtype wt, const struct amx_bufs *bf, int64_t g) {
+    if (is_x8(wt)) {   // a whole superblock when g is its first group (groups are passed in order)
+        if (g % 8) return;
+        const uint8_t *sb = bf->w + g * blk_bytes(wt);   // superblock g/8 starts at 8 natural blocks each
+        uint8_t *a = bf->a + g * TILE;
+        for (int r = 0; r < 16; r++) {
+            __m512i cv[8];
+            if (r < bf->nr) {
+                x8_code_vectors(wt, sb + (size_t)r * bf->rb, cv);
+                x8_groups(cv);
+            } else {
+                for (int l = 0; l < 8; l++) cv[l] = _mm512_setzero_si512();
+            }
+            for (int l = 0; l < 8; l++) _mm512_store_si512(a + (size_t)l * TILE + 64 * r, cv[l]);
+        }
+        return;
+    }
     const uint8_t *b = bf->w + g * blk_bytes(wt);
     uint8_t *a = bf->a + g * TILE;
     if (bf->nr == 16)
@@ -251,18 +331,30 @@ AI void prepare_rows(enum qtype wt, const uint8_t *w, size_t rb, int64_t ng, int
     bf->asrc = bf->a;
     bf->astride = 64;
     bf->agstride = TILE;
-    if (wt == QT_Q8_G64 && nr == 16) {   // the 64 codes of a Q8 block are already a tile row
+    if (wt == QT_Q8_G64 && nr == 16) {   // the 64 codes of a natural Q8 block are already a tile row
         bf->asrc = w + 2;
         bf->astride = rb;
         bf->agstride = bb;
     }
-    // (d | m << 16) of the 16 rows' block g: one masked gather (Q8: d | qs[0..1] << 16)
+    // (d | m << 16) of the 16 rows' block g: one masked gather (Q8: d | qs[0..1] << 16); X8: d and m
+    // of group l of superblock s at bytes 2l and 16 + 2l of the superblock, two gathers
     const __mmask16 rm = (__mmask16)((1u << nr) - 1);
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32((int)rb));
-    if (wt == QT_Q8_G64) {
+#define GATHER_DM(g)                                                                                       \
+    (is_x8(wt) ? _mm512_or_si512(                                                                        \
+                     _mm512_and_si512(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rm, idx,       \
+                                                                  w + ((g) & ~7) * bb + 2 * ((g) & 7), 1), \
+                                      _mm512_set1_epi32(0xffff)),                                        \
+                     is_q8(wt) ? _mm512_setzero_si512()                                                  \
+                               : _mm512_slli_epi32(_mm512_mask_i32gather_epi32(                           \
+                                                       _mm512_setzero_si512(), rm, idx,                  \
+                                                       w + ((g) & ~7) * bb + 16 + 2 * ((g) & 7), 1),      \
+                                                   16))                                                  \
+               : _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rm, idx, w + (g) * bb, 1))
+    if (is_q8(wt)) {
         for (int64_t g = 0; g < ng; g++) {
-            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rm, idx, w + g * bb, 1);
+            __m512i v = GATHER_DM(g);
             _mm512_store_ps(bf->dt + g * 16, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
         }
         return;
@@ -276,7 +368,7 @@ AI void prepare_rows(enum qtype wt, const uint8_t *w, size_t rb, int64_t ng, int
                 const int64_t g = kc * 32 + 2 * j + h;
                 __m512i v = _mm512_setzero_si512();
                 if (g < ng) {
-                    v = _mm512_mask_i32gather_epi32(v, rm, idx, w + g * bb, 1);
+                    v = GATHER_DM(g);
                     _mm512_store_ps(bf->dt + g * 16, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
                 }
                 __m512 m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
@@ -293,6 +385,7 @@ AI void prepare_rows(enum qtype wt, const uint8_t *w, size_t rb, int64_t ng, int
         }
     }
 }
+#undef GATHER_DM
 
 // ------------------------------------------------------------------------------------------------
 // one 16-row x 16-token output tile over all ng groups. Two tile sets (A0 B0 C0 = tmm0-2, A1 B1 C1
@@ -304,7 +397,7 @@ AI void prepare_rows(enum qtype wt, const uint8_t *w, size_t rb, int64_t ng, int
 
 #define DP(wt, c, a, b)                                  \
     do {                                                 \
-        if ((wt) == QT_Q8_G64) _tile_dpbssd(c, a, b);    \
+        if (is_q8(wt)) _tile_dpbssd(c, a, b);            \
         else _tile_dpbusd(c, a, b);                      \
     } while (0)
 #define ISSUE(wt, g, ta, tb, tc)                         \
@@ -334,7 +427,7 @@ AI void tile_tokens(enum qtype wt, float *out, int64_t ldo, const struct amx_buf
     const float *dxt = bf->dxt + tb * ng * 16, *dt = bf->dt;
     int32_t *cbuf = bf->cbuf;
     __m512 acc[16];
-    if (wt == QT_Q8_G64) {
+    if (is_q8(wt)) {
         for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
     } else {
         const int64_t nkc = (ng + 31) / 32;
@@ -426,8 +519,8 @@ AI void amx_rows(enum qtype wt, float *out, int64_t ldo, const float *x, const s
     size_t total = 0;
     for (int k = 0; k < 7; k++) total += sz[k];
     uint8_t *buf = cpu_amx_available() ? scratch_get(total) : NULL;
-    if (!buf) {   // no AMX, or out of memory: the AVX2 kernel needs no scratch
-        mm_rows_avx2[wt](out, ldo, x, xq, w, n, r0, r1, t);
+    if (!buf) {   // no AMX, or out of memory: the AVX2 / X8 kernel needs no scratch
+        (is_x8(wt) ? mm_rows_x8 : mm_rows_avx2)[wt](out, ldo, x, xq, w, n, r0, r1, t);
         return;
     }
     struct amx_bufs bf;
@@ -469,10 +562,18 @@ AMX_ROWS(q8_g64, QT_Q8_G64)
 AMX_ROWS(q4_g64, QT_Q4_G64)
 AMX_ROWS(q3_g64, QT_Q3_G64)
 AMX_ROWS(q2_g64, QT_Q2_G64)
+AMX_ROWS(q8_x8, QT_Q8_X8)
+AMX_ROWS(q4_x8, QT_Q4_X8)
+AMX_ROWS(q3_x8, QT_Q3_X8)
+AMX_ROWS(q2_x8, QT_Q2_X8)
 
 const mm_rows_fn mm_rows_amx[QT_COUNT] = {
     [QT_Q8_G64] = rows_q8_g64_amx,
     [QT_Q4_G64] = rows_q4_g64_amx,
     [QT_Q3_G64] = rows_q3_g64_amx,
     [QT_Q2_G64] = rows_q2_g64_amx,
+    [QT_Q8_X8] = rows_q8_x8_amx,
+    [QT_Q4_X8] = rows_q4_x8_amx,
+    [QT_Q3_X8] = rows_q3_x8_amx,
+    [QT_Q2_X8] = rows_q2_x8_amx,
 };
