@@ -42,17 +42,20 @@ static void sb_pack(enum qtype nat, uint8_t *sb, const f16_t d[8], const f16_t m
             for (int p = 0; p < 64; p++) c[64 * j + p] = (uint8_t)(cv[128 * j + p] | cv[128 * j + 64 + p] << 4);
         return;
     }
-    for (int j = 0; j < 2; j++)   // Q2 codes / Q3 low 2 bits
+    if (nat == QT_Q3_G64) {   // three 3-bit fields per byte, the 6th code's and the 3rd's high bits in P2
+        for (int p = 0; p < 64; p++) {
+            const uint8_t *q = cv + p;   // q[64 k] = code of vector k
+            c[p] = (uint8_t)(q[0] | q[64] << 3 | (q[128] & 3) << 6);
+            c[64 + p] = (uint8_t)(q[192] | q[256] << 3 | (q[320] & 3) << 6);
+            c[128 + p] = (uint8_t)(q[384] | q[448] << 3 | (q[128] >> 2) << 6 | (q[320] >> 2) << 7);
+        }
+        return;
+    }
+    for (int j = 0; j < 2; j++)   // Q2
         for (int p = 0; p < 64; p++) {
             uint8_t v = 0;
             for (int k = 0; k < 4; k++) v |= (uint8_t)((cv[64 * (4 * j + k) + p] & 3) << (2 * k));
             c[64 * j + p] = v;
-        }
-    if (nat == QT_Q3_G64)
-        for (int p = 0; p < 64; p++) {
-            uint8_t v = 0;
-            for (int k = 0; k < 8; k++) v |= (uint8_t)(((cv[64 * k + p] >> 2) & 1) << k);
-            c[128 + p] = v;
         }
 }
 
@@ -72,12 +75,19 @@ static void sb_unpack(enum qtype nat, const uint8_t *sb, f16_t d[8], f16_t m[8],
             }
         return;
     }
+    if (nat == QT_Q3_G64) {
+        for (int p = 0; p < 64; p++) {
+            uint8_t *q = cv + p;
+            const uint8_t a = c[p], b = c[64 + p], h = c[128 + p];
+            q[0] = a & 7, q[64] = (a >> 3) & 7, q[128] = (uint8_t)(a >> 6 | ((h >> 6) & 1) << 2);
+            q[192] = b & 7, q[256] = (b >> 3) & 7, q[320] = (uint8_t)(b >> 6 | (h >> 7) << 2);
+            q[384] = h & 7, q[448] = (h >> 3) & 7;
+        }
+        return;
+    }
     for (int j = 0; j < 2; j++)
         for (int p = 0; p < 64; p++)
             for (int k = 0; k < 4; k++) cv[64 * (4 * j + k) + p] = (c[64 * j + p] >> (2 * k)) & 3;
-    if (nat == QT_Q3_G64)
-        for (int p = 0; p < 64; p++)
-            for (int k = 0; k < 8; k++) cv[64 * k + p] |= (uint8_t)(((c[128 + p] >> k) & 1) << 2);
 }
 
 // natural block <-> (d, m, 64 codes); Q8 codes are the int8 values as bytes

@@ -11,8 +11,9 @@
  *   Q8 (528 B): d[8] | 8 x 64 B int8 codes
  *   Q4 (288 B): d[8] m[8] | 4 x 64 B: byte p of packed j = cv[2j][p] | cv[2j+1][p] << 4
  *   Q2 (160 B): d[8] m[8] | 2 x 64 B: byte p of packed j = sum_c cv[4j+c][p] << 2c
- *   Q3 (224 B): d[8] m[8] | 2 x 64 B low planes as Q2 (low 2 bits) | 64 B high plane: bit k of
- *               byte p = bit 2 of cv[k][p]
+ *   Q3 (224 B): d[8] m[8] | 3 x 64 B, three 3-bit fields per byte, bits 0-2 | 3-5 | 6-7:
+ *               P0 = cv0 | cv1 << 3 | (cv2 & 3) << 6,  P1 = cv3 | cv4 << 3 | (cv5 & 3) << 6,
+ *               P2 = cv6 | cv7 << 3 | (cv2 >> 2) << 6 | (cv5 >> 2) << 7
  * Docs: docs/QUANT_FORMATS.md (X8). Test: tests/test_quant_repack.c */
 #ifndef QUANT_REPACK_H
 #define QUANT_REPACK_H

@@ -221,24 +221,26 @@ AI void x8_code_vectors(enum qtype wt, const uint8_t *sb, __m512i cv[8]) {
         }
         return;
     }
-    for (int j = 0; j < 2; j++) {
+    if (wt == QT_Q3_X8) {   // P0 = cv0 | cv1 << 3 | (cv2 & 3) << 6, P1 likewise, P2 = cv6 | cv7 << 3 | hi(cv2) << 6 | hi(cv5) << 7
+        // (16-bit shifts: bits from the neighbouring byte land only on masked-off bits)
+        const __m512i p0 = _mm512_loadu_si512(c), p1 = _mm512_loadu_si512(c + 64), p2 = _mm512_loadu_si512(c + 128);
+        const __m512i m7 = _mm512_set1_epi8(7), m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4);
+        cv[0] = _mm512_and_si512(p0, m7);
+        cv[1] = _mm512_and_si512(_mm512_srli_epi16(p0, 3), m7);
+        cv[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(p0, 6), m3), _mm512_and_si512(_mm512_srli_epi16(p2, 4), m4));
+        cv[3] = _mm512_and_si512(p1, m7);
+        cv[4] = _mm512_and_si512(_mm512_srli_epi16(p1, 3), m7);
+        cv[5] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(p1, 6), m3), _mm512_and_si512(_mm512_srli_epi16(p2, 5), m4));
+        cv[6] = _mm512_and_si512(p2, m7);
+        cv[7] = _mm512_and_si512(_mm512_srli_epi16(p2, 3), m7);
+        return;
+    }
+    for (int j = 0; j < 2; j++) {   // Q2
         __m512i v = _mm512_loadu_si512(c + 64 * j);
         cv[4 * j] = _mm512_and_si512(v, _mm512_set1_epi8(3));
         cv[4 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), _mm512_set1_epi8(3));
         cv[4 * j + 2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(3));
         cv[4 * j + 3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), _mm512_set1_epi8(3));
-    }
-    if (wt == QT_Q3_X8) {   // bit k of the high plane = bit 2 of cv[k]: a 16-bit shift by k - 2 puts it
-        // there (bits shifted in from the neighbouring byte never reach bit 2 for |k - 2| <= 5)
-        const __m512i h = _mm512_loadu_si512(c + 128), m4 = _mm512_set1_epi8(4);
-        cv[0] = _mm512_or_si512(cv[0], _mm512_and_si512(_mm512_slli_epi16(h, 2), m4));
-        cv[1] = _mm512_or_si512(cv[1], _mm512_and_si512(_mm512_slli_epi16(h, 1), m4));
-        cv[2] = _mm512_or_si512(cv[2], _mm512_and_si512(h, m4));
-        cv[3] = _mm512_or_si512(cv[3], _mm512_and_si512(_mm512_srli_epi16(h, 1), m4));
-        cv[4] = _mm512_or_si512(cv[4], _mm512_and_si512(_mm512_srli_epi16(h, 2), m4));
-        cv[5] = _mm512_or_si512(cv[5], _mm512_and_si512(_mm512_srli_epi16(h, 3), m4));
-        cv[6] = _mm512_or_si512(cv[6], _mm512_and_si512(_mm512_srli_epi16(h, 4), m4));
-        cv[7] = _mm512_or_si512(cv[7], _mm512_and_si512(_mm512_srli_epi16(h, 5), m4));
     }
 }
 

@@ -13,9 +13,8 @@
  * Bit fields are not shifted down: a field at bit s is masked in place (one AND) and its products
  * accumulate 2^s times too large in an accumulator of its own "scale class"; the classes are
  * combined exactly at the end of the superblock by arithmetic shifts (every term in class c is a
- * multiple of 2^s). Per code vector (64 weights): Q8 XOR + DPBUSD; Q4/Q2 AND + DPBUSD; Q3 two of
- * each (the high plane's bit k goes to a class where it lands at bit 2 + s after one of 3 shifts
- * of the whole plane per superblock). Exactness: |class sums| < 2^31 for every superblock
+ * multiple of 2^s). Per code vector (64 weights): Q8 XOR + DPBUSD; Q4/Q2 AND + DPBUSD; Q3 1.25 of
+ * each (three 3-bit fields per byte; two codes have their high bit in a separate field). Exactness: |class sums| < 2^31 for every superblock
  * (at most 16 DPBUSD of 4 products <= 255 * 127 each per lane).
  *
  * Decode (t = 1) walks one row at a time with a software prefetch PF_BYTES ahead; more tokens use a
@@ -35,9 +34,10 @@
 // best for every type, 8192 taken. (The stream probe's read roof includes the same prefetch, bench/.)
 #define PF_BYTES 8192
 #define PF_DO(a) _mm_prefetch((a), _MM_HINT_T1)
-// Q2 also pulls the lines NEAR_PF ahead from L2 into L1 (T0): matvec 64-70% -> 70-81% of the roof at
-// 256 / 512 / 1024 B alike (same bench); no gain for the other types, whose sweep per line is longer.
+// Q2 and Q3 also pull the lines NEAR_PF ahead from L2 into L1 (T0): matvec q2 64-70% -> 70-81%,
+// q3 72-75% -> 79-83% of the roof (same bench; 256 / 512 / 1024 B alike); none for Q8/Q4 (within noise).
 #define NEAR_PF 512
+#define NEAR_ON(wt) ((wt) == QT_Q2_X8 || (wt) == QT_Q3_X8)
 
 AI size_t sb_bytes(enum qtype wt) {
     return wt == QT_Q8_X8 ? 8 * sizeof(struct blk_q8_g64) : wt == QT_Q4_X8 ? 8 * sizeof(struct blk_q4_g64)
@@ -78,27 +78,33 @@ AI void sb_dot(enum qtype wt, int NT, const uint8_t *sb, const int8_t *const *xs
                                     _mm512_srai_epi32(_mm512_add_epi32(a[2][u], a[3][u]), 4));
         return;
     }
-    // Q2 codes / Q3 low planes: packed j bits 2c..2c+1 = vector 4j + c, class c (x 4^c)
+    if (wt == QT_Q3_X8) {
+        // classes x1, x8, x16, x64: fields at bits 0-2 (x1), 3-5 (x8), 6-7 (the low 2 bits of vectors
+        // 2 and 5, x64); their high bits (code value 4) sit at P2 bits 6 and 7: bit 6 is 64 = 16 * 4
+        // (class x16), bit 7 one 16-bit shift down the same (the bit shifted in from the next byte
+        // lands on bit 7, masked off)
+        const __m512i p0 = _mm512_loadu_si512(cv), p1 = _mm512_loadu_si512(cv + 64), p2 = _mm512_loadu_si512(cv + 128);
+        const __m512i m7 = _mm512_set1_epi8(0x07), m38 = _mm512_set1_epi8(0x38), mc0 = _mm512_set1_epi8((char)0xc0),
+                      m40 = _mm512_set1_epi8(0x40);
+        const __m512i w[10] = {_mm512_and_si512(p0, m7),  _mm512_and_si512(p0, m38), _mm512_and_si512(p0, mc0),
+                               _mm512_and_si512(p1, m7),  _mm512_and_si512(p1, m38), _mm512_and_si512(p1, mc0),
+                               _mm512_and_si512(p2, m7),  _mm512_and_si512(p2, m38), _mm512_and_si512(p2, m40),
+                               _mm512_and_si512(_mm512_srli_epi16(p2, 1), m40)};
+        static const int cls[10] = {0, 1, 3, 0, 1, 3, 0, 1, 2, 2}, vec[10] = {0, 1, 2, 3, 4, 5, 6, 7, 2, 5};
+        for (int k = 0; k < 10; k++)
+            for (int u = 0; u < NT; u++) a[cls[k]][u] = DP(a[cls[k]][u], w[k], xs[u] + 64 * vec[k]);
+        for (int u = 0; u < NT; u++)
+            S[u] = _mm512_add_epi32(_mm512_add_epi32(a[0][u], _mm512_srai_epi32(a[1][u], 3)),
+                                    _mm512_add_epi32(_mm512_srai_epi32(a[2][u], 4), _mm512_srai_epi32(a[3][u], 6)));
+        return;
+    }
+    // Q2: packed j bits 2c..2c+1 = vector 4j + c, class c (x 4^c)
     for (int j = 0; j < 2; j++) {
         __m512i v = _mm512_loadu_si512(cv + 64 * j);
         for (int c = 0; c < 4; c++) {
             __m512i w = _mm512_and_si512(v, _mm512_set1_epi8((char)(3 << (2 * c))));
             for (int u = 0; u < NT; u++) a[c][u] = DP(a[c][u], w, xs[u] + 64 * (4 * j + c));
         }
-    }
-    if (wt == QT_Q3_X8) {
-        // high plane bit k = bit 2 of vector k's code (value 4). Placed at bit 2 (class 0), 4 (class 1,
-        // 16 = 4 * 4) or 6 (class 2, 64 = 16 * 4) by a 16-bit shift of the whole plane; bits that
-        // cross a byte boundary land only on bits that the masks drop.
-        const __m512i h = _mm512_loadu_si512(cv + 128);
-        const __m512i hr1 = _mm512_srli_epi16(h, 1), hl1 = _mm512_slli_epi16(h, 1), hl2 = _mm512_slli_epi16(h, 2);
-        const __m512i m4 = _mm512_set1_epi8(0x04), m16 = _mm512_set1_epi8(0x10), m64 = _mm512_set1_epi8(0x40);
-        const __m512i w[8] = {_mm512_and_si512(hl2, m4), _mm512_and_si512(hl1, m4), _mm512_and_si512(h, m4),
-                              _mm512_and_si512(hr1, m4), _mm512_and_si512(h, m16), _mm512_and_si512(hr1, m16),
-                              _mm512_and_si512(h, m64), _mm512_and_si512(hr1, m64)};
-        static const int cls[8] = {0, 0, 0, 0, 1, 1, 2, 2};
-        for (int k = 0; k < 8; k++)
-            for (int u = 0; u < NT; u++) a[cls[k]][u] = DP(a[cls[k]][u], w[k], xs[u] + 64 * k);
     }
     for (int u = 0; u < NT; u++)
         S[u] = _mm512_add_epi32(_mm512_add_epi32(a[0][u], _mm512_srai_epi32(a[1][u], 2)),
@@ -124,7 +130,7 @@ AI void x8_tile(enum qtype wt, int NT, float *out, int64_t ldo, const struct xq8
         if (prefetch)
             for (size_t off = 0; off < sbb; off += 64) {
                 PF_DO((const char *)sb + PF_BYTES + off);
-                if (wt == QT_Q2_X8) _mm_prefetch((const char *)sb + NEAR_PF + off, _MM_HINT_T0);
+                if (NEAR_ON(wt)) _mm_prefetch((const char *)sb + NEAR_PF + off, _MM_HINT_T0);
             }
         const int8_t *xs[4];
         for (int u = 0; u < NT; u++) xs[u] = xq->qil + (j + u) * n + s * X8_WEIGHTS;
