@@ -22,6 +22,15 @@ static struct tensor span_rows(const struct tensor *full, int row0, int n) {
     return t;
 }
 
+// outs[i] = x @ ws[i]^T: one backend call when it has matmul_n (the CPU shares the activation
+// quantization and the thread pass), else one matmul each
+static void matmuls(struct backend *be, int n, struct tensor *const *outs, const struct tensor *x,
+                    const struct tensor *const *ws) {
+    if (be->ops->matmul_n) be->ops->matmul_n(be, n, outs, x, ws);
+    else
+        for (int i = 0; i < n; i++) be->ops->matmul(be, outs[i], x, ws[i]);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Attention block: x += wo @ attention(rope(wq @ xn), rope(wk @ xn), wv @ xn)
 
@@ -34,9 +43,8 @@ static void attention_block(struct engine *en, int l, int n, const struct seq_sp
     struct tensor att = rows(&en->s.att, n);
 
     be->ops->rmsnorm(be, &xb, &x, &lw->attn_norm, c->norm_eps);
-    be->ops->matmul(be, &q, &xb, &lw->wq);   // (n, n_heads * head_dim)
-    be->ops->matmul(be, &k, &xb, &lw->wk);   // (n, n_kv_heads * head_dim)
-    be->ops->matmul(be, &v, &xb, &lw->wv);
+    // q (n, n_heads * head_dim), k and v (n, n_kv_heads * head_dim)
+    matmuls(be, 3, (struct tensor *const[]){&q, &k, &v}, &xb, (const struct tensor *const[]){&lw->wq, &lw->wk, &lw->wv});
     for (int i = 0; i < n_sp; i++) {         // one span per sequence (a single one unless -np)
         const int r0 = sp[i].row0, m = sp[i].n, pos = sp[i].pos;
         struct kv_cache *kv = &en->kv[sp[i].seq];
@@ -63,8 +71,8 @@ static void ffn_block(struct engine *en, int l, int n) {
     struct tensor hb = rows(&en->s.hb, n), hb2 = rows(&en->s.hb2, n);
 
     be->ops->rmsnorm(be, &xb, &x, &lw->ffn_norm, en->cfg.norm_eps);
-    be->ops->matmul(be, &hb, &xb, &lw->w1);    // gate (n, hidden_dim)
-    be->ops->matmul(be, &hb2, &xb, &lw->w3);   // up   (n, hidden_dim)
+    // gate and up (n, hidden_dim)
+    matmuls(be, 2, (struct tensor *const[]){&hb, &hb2}, &xb, (const struct tensor *const[]){&lw->w1, &lw->w3});
     be->ops->swiglu(be, &hb, &hb, &hb2);       // hb = silu(gate) * up
     be->ops->matmul(be, &xb2, &hb, &lw->w2);   // down (n, dim)
     be->ops->add(be, &x, &x, &xb2);            // residual

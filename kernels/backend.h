@@ -42,6 +42,10 @@ struct backend_ops {
     /* out(t, d) = x(t, n) @ w(d, n)^T; x, out f32, w any supported type */
     void (*matmul)(struct backend *be, struct tensor *out, const struct tensor *x,
                    const struct tensor *w);
+    /* Optional: n matmuls of the same x (n <= 4), as n calls of matmul; a backend may share the
+     * activation preparation and the synchronization between them (CPU decode). */
+    void (*matmul_n)(struct backend *be, int n, struct tensor *const *outs, const struct tensor *x,
+                     const struct tensor *const *ws);
     /* In place on x(t, n_heads * head_dim): token t sits at position pos0 + t.
      * style 0: pairs (2i, 2i+1); style 1 (NeoX/HF): pairs (i, i + head_dim/2).
      * freq_i = theta^(-2i/head_dim). */

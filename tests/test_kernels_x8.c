@@ -168,6 +168,36 @@ static void check_exact(struct rng *g, enum cpu_isa isa, enum qtype nat, int64_t
     free(x); free(wf); free(w); free(p); guarded_free(got);
 }
 
+// cpu_matmul_multi = cpu_matmul per part, bit for bit (same kernels, same activation quantization),
+// with mixed types in one call (X8, natural int8, float: xq8, qil and x all needed)
+static void check_multi(struct rng *g, enum cpu_isa isa, int64_t n, int64_t t, struct threadpool *tp) {
+    const enum qtype types[4] = {QT_Q4_G64, QT_Q8_G64, QT_F16, QT_Q2_G64};
+    const int64_t ds[4] = {300, 24, 17, 256};
+    struct cpu_matmul_part parts[4];
+    float *x = rng_f32(g, (size_t)(n * t), -1.f, 1.f), *sep[4];
+    void *w[4];
+    for (int i = 0; i < 4; i++) {
+        float *wf = rng_f32(g, (size_t)(n * ds[i]), -1.f, 1.f);
+        enum qtype wt = types[i];
+        if (i != 1 && i != 2 && isa == CPU_ISA_AVX512) wt = (enum qtype)qtype_x8_of(types[i]);   // part 1 stays natural
+        size_t rb = qtype_row_bytes(wt, n);
+        w[i] = xmalloc(rb * (size_t)ds[i]);
+        for (int64_t r = 0; r < ds[i]; r++) qtype_traits[wt].quantize_row((uint8_t *)w[i] + rb * (size_t)r, wf + r * n, n);
+        parts[i] = (struct cpu_matmul_part){.wt = wt, .out = xmalloc(sizeof(float) * (size_t)(ds[i] * t)), .w = w[i], .d = ds[i]};
+        sep[i] = xmalloc(sizeof(float) * (size_t)(ds[i] * t));
+        cpu_matmul(tp, isa, wt, sep[i], x, w[i], n, ds[i], t);
+        free(wf);
+    }
+    cpu_matmul_multi(tp, isa, 4, parts, x, n, t);
+    for (int i = 0; i < 4; i++) {
+        CHECK(memcmp(parts[i].out, sep[i], sizeof(float) * (size_t)(ds[i] * t)) == 0,
+              "multi part %d (%s) n=%lld t=%lld differs from cpu_matmul", i, qtype_traits[parts[i].wt].name,
+              (long long)n, (long long)t);
+        free(parts[i].out), free(sep[i]), free(w[i]);
+    }
+    free(x);
+}
+
 int main(void) {
     test_begin("test_kernels_x8");
     struct rng g;
@@ -205,6 +235,11 @@ int main(void) {
                    test_failures == before ? "ok" : "FAIL");
         }
     }
+    for (int ii = 0; ii < (best == CPU_ISA_REF ? 1 : 2); ii++)
+        for (int tj = 0; tj < 2; tj++) {
+            check_multi(&g, isas[ii], 1024, tj ? 3 : 1, tp);
+            check_multi(&g, isas[ii], 2048, 1, NULL);
+        }
     if (best < CPU_ISA_AVX512) printf("note: no AVX-512 VNNI here, X8 kernels not exercised (reference only)\n");
     threadpool_destroy(tp);
     return test_end();

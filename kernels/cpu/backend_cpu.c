@@ -91,6 +91,19 @@ static void cpu_op_matmul(struct backend *be, struct tensor *out, const struct t
     cpu_matmul(c->tp, c->isa, w->type, out->data, x->data, w->data, w->ne[0], w->ne[1], x->ne[1]);
 }
 
+static void cpu_op_matmul_n(struct backend *be, int n, struct tensor *const *outs, const struct tensor *x,
+                            const struct tensor *const *ws) {
+    struct cpu_ctx *c = CTX(be);
+    struct cpu_matmul_part parts[CPU_MATMUL_MAX_PARTS];
+    if (n > CPU_MATMUL_MAX_PARTS) {
+        for (int i = 0; i < n; i++) cpu_op_matmul(be, outs[i], x, ws[i]);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        parts[i] = (struct cpu_matmul_part){.wt = ws[i]->type, .out = outs[i]->data, .w = ws[i]->data, .d = ws[i]->ne[1]};
+    cpu_matmul_multi(c->tp, c->isa, n, parts, x->data, x->ne[0], x->ne[1]);
+}
+
 static void cpu_rope(struct backend *be, struct tensor *x, int n_heads, int head_dim, int pos0,
                      float theta, int style) {
     const int64_t row = x->ne[0];
@@ -268,6 +281,7 @@ static const struct backend_ops cpu_ops = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_op_matmul,
+    .matmul_n = cpu_op_matmul_n,
     .rope = cpu_rope,
     .set_rows = cpu_set_rows,
     .attention = cpu_attention,

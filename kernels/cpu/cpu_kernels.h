@@ -21,4 +21,17 @@ bool cpu_matmul_supports(enum qtype wt);
 void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *out, const float *x,
                 const void *w, int64_t n, int64_t d, int64_t t);
 
+/* Several matmuls of the same x (t tokens of n): out_i(t, d_i) = x @ W_i^T, e.g. q/k/v or gate/up.
+ * For decode (t == 1) x is quantized once and all the matrices' row chunks go through the pool in
+ * one pass (no barrier between the matrices); otherwise the same as cpu_matmul per part. */
+#define CPU_MATMUL_MAX_PARTS 4
+struct cpu_matmul_part {
+    enum qtype wt;
+    float *out;
+    const void *w;
+    int64_t d;
+};
+void cpu_matmul_multi(struct threadpool *tp, enum cpu_isa isa, int np, const struct cpu_matmul_part *parts,
+                      const float *x, int64_t n, int64_t t);
+
 #endif

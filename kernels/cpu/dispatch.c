@@ -144,19 +144,34 @@ static bool matmul_blas(enum qtype wt, float *out, const float *x, const void *w
 }
 #endif
 
-void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *out, const float *x,
-                const void *w, int64_t n, int64_t d, int64_t t) {
-    if (d <= 0 || t <= 0) return;
+// the kernel for (isa, wt, t) and the row alignment of its thread chunks
+static mm_rows_fn select_fn(enum cpu_isa isa, enum qtype wt, int64_t t, int64_t *align) {
     const mm_rows_fn *tab = isa == CPU_ISA_AVX512 ? mm_rows_avx512 : isa == CPU_ISA_AVX2 ? mm_rows_avx2 : mm_rows_ref;
     mm_rows_fn fn = tab[wt];
     if (!fn) fn = mm_rows_avx2[wt];   // an AVX-512 table entry may be missing: AVX2 runs there too
     if (isa == CPU_ISA_AVX512 && mm_rows_x8[wt]) fn = mm_rows_x8[wt];
     if (!fn || isa == CPU_ISA_REF) fn = mm_rows_ref[wt];
-    int64_t align = 8;
+    *align = 8;
     if (isa == CPU_ISA_AVX512 && mm_uses_xq8(wt) && t >= AMX_MIN_T && mm_rows_amx[wt] && cpu_amx_available()) {
         fn = mm_rows_amx[wt];
-        align = 16;
+        *align = 16;
     }
+    return fn;
+}
+
+// decode chunk: 8 per thread (>= 16 rows, a multiple of 8), taken dynamically. A static split waits
+// for the slowest thread at every matmul: on the shared 2-vCPU VM that wait was 25% of TinyLlama q2
+// decode. Each chunk is still one contiguous stream of rows.
+static int64_t decode_chunk(int64_t d, int nth) {
+    int64_t c = (d / (8 * nth) + 7) & ~(int64_t)7;
+    return c < 16 ? 16 : c;
+}
+
+void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *out, const float *x,
+                const void *w, int64_t n, int64_t d, int64_t t) {
+    if (d <= 0 || t <= 0) return;
+    int64_t align;
+    mm_rows_fn fn = select_fn(isa, wt, t, &align);
 #ifdef HAVE_OPENBLAS
     if (isa != CPU_ISA_REF && matmul_blas(wt, out, x, w, n, d, t)) return;
 #endif
@@ -164,13 +179,7 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
     struct mm_job jb = {.fn = fn, .out = out, .x = x, .xq = &xq, .w = w, .n = n, .d = d, .t = t, .align = align};
     atomic_init(&jb.next, 0);
     int nth_all = tp ? threadpool_size(tp) : 1;
-    if (t == 1 && nth_all > 1) {
-        // decode: 8 chunks per thread (>= 16 rows, a multiple of 8), taken dynamically. A static split
-        // waits for the slowest thread at every matmul: on the shared 2-vCPU VM that wait was 25% of
-        // TinyLlama q2 decode. Each chunk is still one contiguous stream of rows.
-        int64_t c = (d / (8 * nth_all) + 7) & ~(int64_t)7;
-        jb.chunk = c < 16 ? 16 : c;
-    }
+    if (t == 1 && nth_all > 1) jb.chunk = decode_chunk(d, nth_all);
     if (mm_uses_xq8(wt)) {
         void *buf = scratch_get(xq8_bytes(n, t));
         if (!buf) {   // out of memory: no way to report through this API, so poison the output
@@ -190,4 +199,66 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
         }
     }
     run(tp, job_rows, &jb);
+}
+
+// ------------------------------------------------------------------------------------------------
+// several matrices on the same input (q/k/v, gate/up): one activation quantization and, for decode,
+// one pass of the pool over all their row chunks, so no thread waits at a barrier between them
+
+struct mm_multi_job {
+    int np;
+    const struct cpu_matmul_part *p;
+    mm_rows_fn fn[CPU_MATMUL_MAX_PARTS];
+    int64_t chunk[CPU_MATMUL_MAX_PARTS], first[CPU_MATMUL_MAX_PARTS + 1];   // chunk ids of part i: [first[i], first[i+1])
+    const float *x;
+    const struct xq8 *xq;
+    int64_t n;
+    _Atomic int64_t next;
+};
+
+static void job_multi(void *arg, int ith, int nth) {
+    struct mm_multi_job *jb = arg;
+    int64_t id;
+    int i = 0;
+    while ((id = atomic_fetch_add_explicit(&jb->next, 1, memory_order_relaxed)) < jb->first[jb->np]) {
+        while (id >= jb->first[i + 1]) i++;
+        const struct cpu_matmul_part *p = &jb->p[i];
+        const int64_t a = (id - jb->first[i]) * jb->chunk[i], b = a + jb->chunk[i] < p->d ? a + jb->chunk[i] : p->d;
+        jb->fn[i](p->out, p->d, jb->x, jb->xq, p->w, jb->n, a, b, 1);
+    }
+}
+
+void cpu_matmul_multi(struct threadpool *tp, enum cpu_isa isa, int np, const struct cpu_matmul_part *parts,
+                      const float *x, int64_t n, int64_t t) {
+    const int nth = tp ? threadpool_size(tp) : 1;
+    if (t != 1 || nth < 2 || np < 2 || np > CPU_MATMUL_MAX_PARTS) {
+        for (int i = 0; i < np; i++) cpu_matmul(tp, isa, parts[i].wt, parts[i].out, x, parts[i].w, n, parts[i].d, t);
+        return;
+    }
+    struct mm_multi_job jb = {.np = np, .p = parts, .x = x, .n = n};
+    atomic_init(&jb.next, 0);
+    bool xq8 = false, qil = false;
+    jb.first[0] = 0;
+    for (int i = 0; i < np; i++) {
+        int64_t align;
+        jb.fn[i] = select_fn(isa, parts[i].wt, 1, &align);
+        xq8 |= mm_uses_xq8(parts[i].wt);
+        qil |= mm_uses_qil(parts[i].wt) && jb.fn[i] != mm_rows_ref[parts[i].wt];
+        jb.chunk[i] = decode_chunk(parts[i].d, nth);
+        jb.first[i + 1] = jb.first[i] + (parts[i].d + jb.chunk[i] - 1) / jb.chunk[i];
+    }
+    struct xq8 xq = {0};
+    if (xq8) {
+        void *buf = scratch_get(xq8_bytes(n, 1));
+        if (!buf) {   // out of memory: poison the outputs, as cpu_matmul does
+            for (int i = 0; i < np; i++)
+                for (int64_t k = 0; k < parts[i].d; k++) parts[i].out[k] = __builtin_nanf("");
+            return;
+        }
+        xq8_init(&xq, buf, n, 1);
+        (isa == CPU_ISA_AVX512 ? xq8_quantize_avx512 : isa == CPU_ISA_AVX2 ? xq8_quantize_avx2 : xq8_quantize_ref)(&xq, x, 0, 1);
+        if (qil) xq8_interleave(&xq, 0, 1);
+    }
+    jb.xq = &xq;
+    run(tp, job_multi, &jb);
 }
