@@ -239,12 +239,17 @@ void cpu_matmul_multi(struct threadpool *tp, enum cpu_isa isa, int np, const str
     atomic_init(&jb.next, 0);
     bool xq8 = false, qil = false;
     jb.first[0] = 0;
+    // one chunk size from the total rows: the 256-row k/v of a q/k/v pass get 1-2 chunks instead of
+    // 16 of 16 rows (each chunk restarts a thread's weight stream)
+    int64_t total = 0;
+    for (int i = 0; i < np; i++) total += parts[i].d;
+    const int64_t chunk = decode_chunk(total, nth);
     for (int i = 0; i < np; i++) {
         int64_t align;
         jb.fn[i] = select_fn(isa, parts[i].wt, 1, &align);
         xq8 |= mm_uses_xq8(parts[i].wt);
         qil |= mm_uses_qil(parts[i].wt) && jb.fn[i] != mm_rows_ref[parts[i].wt];
-        jb.chunk[i] = decode_chunk(parts[i].d, nth);
+        jb.chunk[i] = chunk;
         jb.first[i + 1] = jb.first[i] + (parts[i].d + jb.chunk[i] - 1) / jb.chunk[i];
     }
     struct xq8 xq = {0};
