@@ -90,8 +90,6 @@ struct mm_job {
     const void *w;
     int64_t n, d, t;
     int64_t align;           // rows per thread chunk are a multiple of this (AMX: one 16-row tile)
-    int64_t chunk;           // > 0: decode, threads take chunks of this many rows from `next`
-    _Atomic int64_t next;
 };
 
 static void range_of(int64_t total, int64_t align, int ith, int nth, int64_t *a, int64_t *b) {
@@ -116,13 +114,6 @@ static void job_quantize(void *arg, int ith, int nth) {
 static void job_rows(void *arg, int ith, int nth) {
     struct mm_job *jb = arg;
     int64_t a, b;
-    if (jb->chunk > 0) {   // dynamic: a thread that runs slower (descheduled, sharing a core) takes fewer chunks
-        while ((a = atomic_fetch_add_explicit(&jb->next, jb->chunk, memory_order_relaxed)) < jb->d) {
-            b = a + jb->chunk < jb->d ? a + jb->chunk : jb->d;
-            jb->fn(jb->out, jb->d, jb->x, jb->xq, jb->w, jb->n, a, b, jb->t);
-        }
-        return;
-    }
     range_of(jb->d, jb->align, ith, nth, &a, &b);
     if (a < b) jb->fn(jb->out, jb->d, jb->x, jb->xq, jb->w, jb->n, a, b, jb->t);
 }
@@ -159,15 +150,6 @@ static mm_rows_fn select_fn(enum cpu_isa isa, enum qtype wt, int64_t t, int64_t 
     return fn;
 }
 
-// decode chunk: 8 per thread (>= 16 rows, a multiple of 8), taken dynamically. A static split waits
-// for the slowest thread at every matmul: on the shared 2-vCPU VM that wait was 25% of TinyLlama q2
-// decode. Each chunk is still one contiguous stream of rows. (4 per thread measured the same, 16
-// per thread 3-12% slower: TinyLlama q4/q2 tg64 on X8, 2 A/B rounds.)
-static int64_t decode_chunk(int64_t d, int nth) {
-    int64_t c = (d / (8 * nth) + 7) & ~(int64_t)7;
-    return c < 16 ? 16 : c;
-}
-
 void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *out, const float *x,
                 const void *w, int64_t n, int64_t d, int64_t t) {
     if (d <= 0 || t <= 0) return;
@@ -178,9 +160,12 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
 #endif
     struct xq8 xq = {0};
     struct mm_job jb = {.fn = fn, .out = out, .x = x, .xq = &xq, .w = w, .n = n, .d = d, .t = t, .align = align};
-    atomic_init(&jb.next, 0);
     int nth_all = tp ? threadpool_size(tp) : 1;
-    if (t == 1 && nth_all > 1) jb.chunk = decode_chunk(d, nth_all);
+    if (t == 1 && nth_all > 1) {   // decode: guided row chunks (cpu_matmul_multi)
+        const struct cpu_matmul_part part = {.wt = wt, .out = out, .w = w, .d = d};
+        cpu_matmul_multi(tp, isa, 1, &part, x, n, 1);
+        return;
+    }
     if (mm_uses_xq8(wt)) {
         void *buf = scratch_get(xq8_bytes(n, t));
         if (!buf) {   // out of memory: no way to report through this API, so poison the output
@@ -207,51 +192,58 @@ void cpu_matmul(struct threadpool *tp, enum cpu_isa isa, enum qtype wt, float *o
 // one pass of the pool over all their row chunks, so no thread waits at a barrier between them
 
 struct mm_multi_job {
-    int np;
+    int np, nth;
     const struct cpu_matmul_part *p;
     mm_rows_fn fn[CPU_MATMUL_MAX_PARTS];
-    int64_t chunk[CPU_MATMUL_MAX_PARTS], first[CPU_MATMUL_MAX_PARTS + 1];   // chunk ids of part i: [first[i], first[i+1])
+    int64_t first[CPU_MATMUL_MAX_PARTS + 1];   // part i = rows [first[i], first[i+1]) of the concatenation
     const float *x;
     const struct xq8 *xq;
     int64_t n;
     _Atomic int64_t next;
 };
 
+// Guided self-scheduling over the concatenated rows: a thread takes 1/(2 nth) of what is left
+// (a multiple of 8, >= 16 rows, never across a part's end), so the first chunks are long streams
+// and the last ones short, and no thread waits long for the last one at the end. Dynamic, because a
+// static split waits for the slowest thread at every matmul: on the shared 2-vCPU VM that wait was
+// 25% of TinyLlama q2 decode. (Before: fixed chunks of d/16 rows; 4 or 16 per thread measured the
+// same / 3-12% slower.)
 static void job_multi(void *arg, int ith, int nth) {
     struct mm_multi_job *jb = arg;
-    int64_t id;
+    const int64_t total = jb->first[jb->np];
     int i = 0;
-    while ((id = atomic_fetch_add_explicit(&jb->next, 1, memory_order_relaxed)) < jb->first[jb->np]) {
-        while (id >= jb->first[i + 1]) i++;
+    for (;;) {
+        int64_t a = atomic_load_explicit(&jb->next, memory_order_relaxed), b;
+        do {
+            if (a >= total) return;
+            int64_t c = ((total - a) / (2 * jb->nth) + 7) & ~(int64_t)7;
+            if (c < 16) c = 16;
+            while (a >= jb->first[i + 1]) i++;
+            b = a + c < jb->first[i + 1] ? a + c : jb->first[i + 1];
+        } while (!atomic_compare_exchange_weak_explicit(&jb->next, &a, b, memory_order_relaxed, memory_order_relaxed));
+        while (a >= jb->first[i + 1]) i++;   // a may have moved on in a failed exchange
         const struct cpu_matmul_part *p = &jb->p[i];
-        const int64_t a = (id - jb->first[i]) * jb->chunk[i], b = a + jb->chunk[i] < p->d ? a + jb->chunk[i] : p->d;
-        jb->fn[i](p->out, p->d, jb->x, jb->xq, p->w, jb->n, a, b, 1);
+        jb->fn[i](p->out, p->d, jb->x, jb->xq, p->w, jb->n, a - jb->first[i], b - jb->first[i], 1);
     }
 }
 
 void cpu_matmul_multi(struct threadpool *tp, enum cpu_isa isa, int np, const struct cpu_matmul_part *parts,
                       const float *x, int64_t n, int64_t t) {
     const int nth = tp ? threadpool_size(tp) : 1;
-    if (t != 1 || nth < 2 || np < 2 || np > CPU_MATMUL_MAX_PARTS) {
+    if (t != 1 || nth < 2 || np < 1 || np > CPU_MATMUL_MAX_PARTS) {
         for (int i = 0; i < np; i++) cpu_matmul(tp, isa, parts[i].wt, parts[i].out, x, parts[i].w, n, parts[i].d, t);
         return;
     }
-    struct mm_multi_job jb = {.np = np, .p = parts, .x = x, .n = n};
+    struct mm_multi_job jb = {.np = np, .nth = nth, .p = parts, .x = x, .n = n};
     atomic_init(&jb.next, 0);
     bool xq8 = false, qil = false;
     jb.first[0] = 0;
-    // one chunk size from the total rows: the 256-row k/v of a q/k/v pass get 1-2 chunks instead of
-    // 16 of 16 rows (each chunk restarts a thread's weight stream)
-    int64_t total = 0;
-    for (int i = 0; i < np; i++) total += parts[i].d;
-    const int64_t chunk = decode_chunk(total, nth);
     for (int i = 0; i < np; i++) {
         int64_t align;
         jb.fn[i] = select_fn(isa, parts[i].wt, 1, &align);
         xq8 |= mm_uses_xq8(parts[i].wt);
         qil |= mm_uses_qil(parts[i].wt) && jb.fn[i] != mm_rows_ref[parts[i].wt];
-        jb.chunk[i] = chunk;
-        jb.first[i + 1] = jb.first[i] + (parts[i].d + jb.chunk[i] - 1) / jb.chunk[i];
+        jb.first[i + 1] = jb.first[i] + parts[i].d;
     }
     struct xq8 xq = {0};
     if (xq8) {
