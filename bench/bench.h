@@ -35,6 +35,8 @@ struct bench_stats bench_stats_of(const double *x, int n);
 
 /* Peak resident set size of this process in bytes (VmHWM, or getrusage ru_maxrss). */
 size_t bench_peak_rss(void);
+/* Resets the high-water mark that bench_peak_rss reads (Linux clear_refs; no-op elsewhere). */
+void bench_reset_peak_rss(void);
 
 /* Size in bytes of the largest CPU cache (the LLC: L3 on x86), from
  * /sys/devices/system/cpu/cpu0/cache/indexN/size; 32 MiB if unreadable. Cached. */
@@ -167,6 +169,7 @@ struct bench_e2e_opts {
     int threads[BENCH_MAX_LIST], n_threads;
     int reps;
     bool no_kv_cache;                          // also run the naive (re-prefill) decode
+    bool roof_cached;                          // --roof cached: the cached probe, not a fresh one
     int n_gpu_layers;
     const char *quant_method;                  // "rtn" or "opt" for -q; NULL = engine default
     enum bench_fmt fmt;

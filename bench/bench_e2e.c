@@ -24,6 +24,8 @@ struct e2e_row {
     struct bench_stats tps;   // tokens per second over reps
     struct bench_stats naive; // --no-kv-cache decode, tokens per second (n = 0 if not run)
     double gbs, pct;          // weight GB/s at the mean t/s; % of the roof (mem for tg, fma for pp)
+    double roof_gbs, roof_gflops;   // the roof used (fresh: the higher of the probes before and after)
+    double roof_before, roof_after; // fresh read probes around this engine's tests (0: cached roof)
     bool mem_roof;
     size_t bytes_per_token, weight_bytes, kv_bytes, peak_rss;
     double load_s;
@@ -157,21 +159,33 @@ static void print_md(const struct e2e_row *rows, int n, bool naive, const struct
                "peak RSS %.2f GiB, load %.1f s\n", r->model, r->type, r->threads, r->weight_bytes / 1e9,
                r->bytes_per_token / 1e9, r->kv_bytes / 1048576.0, r->peak_rss / 1073741824.0, r->load_s);
     }
-    printf("- roofline: %s; read roof per thread count:", sr->cpu);
-    for (int i = 0; i < sr->n; i++)
-        printf(" %d: %.1f GB/s / %.0f GFLOP/s;", sr->threads[i], sr->read_gbs[i], sr->fma_gflops[i]);
+    if (n && rows[0].roof_before > 0) {
+        printf("- roofline: %s; probed before and after each model's tests (./llm-bench --stream's read "
+               "probe, best of plain / L1 / L2-prefetched loops), the higher one used:", sr->cpu);
+        for (int i = 0; i < n; i++) {
+            if (i > 0 && rows[i].threads == rows[i - 1].threads && !strcmp(rows[i].type, rows[i - 1].type))
+                continue;
+            printf(" %s %d thr: %.1f / %.1f GB/s, %.0f GFLOP/s;", rows[i].type, rows[i].threads,
+                   rows[i].roof_before, rows[i].roof_after, rows[i].roof_gflops);
+        }
+    } else {
+        printf("- roofline (cached, --roof cached): %s; read roof per thread count:", sr->cpu);
+        for (int i = 0; i < sr->n; i++)
+            printf(" %d: %.1f GB/s / %.0f GFLOP/s;", sr->threads[i], sr->read_gbs[i], sr->fma_gflops[i]);
+    }
     printf("\n- %%roof: tg = GB/s / read roof (mem); pp = 2 x matmul params x t/s / FMA roof (fma)\n");
 }
 
 static void print_csv(const struct e2e_row *rows, int n) {
     printf("model,size_bytes,params,type,threads,test,tps_mean,tps_sd,tps_median,reps,gbs,pct_roof,"
-           "roof,naive_tps_mean,naive_tps_sd,bytes_per_token,kv_bytes,peak_rss,load_s\n");
+           "roof,naive_tps_mean,naive_tps_sd,bytes_per_token,kv_bytes,peak_rss,load_s,roof_gbs,roof_gflops\n");
     for (int i = 0; i < n; i++) {
         const struct e2e_row *r = &rows[i];
-        printf("%s,%zu,%.0f,%s,%d,%s,%.4f,%.4f,%.4f,%d,%.3f,%.2f,%s,%.4f,%.4f,%zu,%zu,%zu,%.2f\n",
+        printf("%s,%zu,%.0f,%s,%d,%s,%.4f,%.4f,%.4f,%d,%.3f,%.2f,%s,%.4f,%.4f,%zu,%zu,%zu,%.2f,%.3f,%.1f\n",
                r->model, r->weight_bytes, r->params, r->type, r->threads, r->test, r->tps.mean,
                r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->mem_roof ? "mem" : "fma",
-               r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss, r->load_s);
+               r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss, r->load_s,
+               r->roof_gbs, r->roof_gflops);
     }
 }
 
@@ -183,11 +197,12 @@ static void print_json(const struct e2e_row *rows, int n) {
                "\"threads\": %d, \"test\": \"%s\", \"tps_mean\": %.4f, \"tps_sd\": %.4f, "
                "\"tps_median\": %.4f, \"reps\": %d, \"gbs\": %.3f, \"pct_roof\": %.2f, "
                "\"roof\": \"%s\", \"naive_tps_mean\": %.4f, \"naive_tps_sd\": %.4f, "
-               "\"bytes_per_token\": %zu, \"kv_bytes\": %zu, \"peak_rss\": %zu, \"load_s\": %.2f}%s\n",
+               "\"bytes_per_token\": %zu, \"kv_bytes\": %zu, \"peak_rss\": %zu, \"load_s\": %.2f, "
+               "\"roof_gbs\": %.3f, \"roof_gflops\": %.1f}%s\n",
                r->model, r->weight_bytes, r->params, r->type, r->threads, r->test, r->tps.mean,
                r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->mem_roof ? "mem" : "fma",
                r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss,
-               r->load_s, i + 1 < n ? "," : "");
+               r->load_s, r->roof_gbs, r->roof_gflops, i + 1 < n ? "," : "");
     }
     printf("]\n");
 }
@@ -208,6 +223,17 @@ static void model_label(const char *path, const struct model_config *c, char *bu
 static void sanitize(char *s) {
     for (; *s; s++)
         if (*s == '"' || *s == '\\' || *s == ',' || (unsigned char)*s < 0x20) *s = '_';
+}
+
+// A read/FMA probe now, for nt threads (stream_measure, 2 passes over its buffer): the machine's
+// bandwidth drifts by 10-20% within an hour on a shared host, so a ratio against a roof measured
+// at another time says as much about the neighbours as about the kernels
+static int fresh_roof(int nt, struct roofline *rf) {
+    struct stream_result s;
+    fprintf(stderr, "bench: read-bandwidth probe (%d thread(s))\n", nt);
+    if (stream_measure(&s, &nt, 1, 0, 2, false) != 0) return -1;
+    *rf = stream_roofline(&s, nt);
+    return 0;
 }
 
 int bench_e2e_run(const struct bench_e2e_opts *o) {
@@ -232,6 +258,13 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                                      .quant_method = o->quant_method};
             struct engine *en = NULL;
             struct err e = {0};
+            // the first probe runs before the load, and the peak-RSS mark is reset after it, so
+            // its 1 GiB buffer is not counted as the model's memory
+            struct roofline before = stream_roofline(&sr, o->threads[ti]);
+            if (!o->roof_cached) {
+                if (fresh_roof(o->threads[ti], &before) != 0) { rc = 1; break; }
+                bench_reset_peak_rss();
+            }
             fprintf(stderr, "bench: loading %s (threads %d, -q %d)\n", o->model_path, o->threads[ti],
                     o->quant_bits[qi]);
             if ((rc = engine_load(&en, &eo, &e))) {
@@ -251,6 +284,7 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
             sanitize(base.model);
             type_name(en, o->quant_bits[qi], base.params, base.type, sizeof base.type);
             struct roofline rf = stream_roofline(&sr, o->threads[ti]);
+            const int row0 = n_rows;
             double warm;   // one short untimed pass: page faults, thread wake-up (llama-bench does too)
             if (!logits || (rc = run_pp(en, TG_PROMPT, &g, logits, &warm, &e))) {
                 fprintf(stderr, "bench: %s\n", logits ? e.msg : "out of memory");
@@ -272,6 +306,21 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                     fprintf(stderr, "bench: %s\n", e.msg);
                     break;
                 }
+                r->peak_rss = bench_peak_rss();
+                n_rows++;
+            }
+            struct roofline after = rf;
+            if (!rc && !o->roof_cached && fresh_roof(o->threads[ti], &after) != 0) rc = 1;
+            if (!o->roof_cached) {   // the higher probe of the two: the lower, conservative ratio
+                rf.peak_gbs = before.peak_gbs > after.peak_gbs ? before.peak_gbs : after.peak_gbs;
+                rf.peak_gflops = before.peak_gflops > after.peak_gflops ? before.peak_gflops : after.peak_gflops;
+            }
+            for (int k = row0; k < n_rows; k++) {
+                struct e2e_row *r = &rows[k];
+                const int n = atoi(r->test + 2);
+                r->roof_gbs = rf.peak_gbs;
+                r->roof_gflops = rf.peak_gflops;
+                if (!o->roof_cached) r->roof_before = before.peak_gbs, r->roof_after = after.peak_gbs;
                 if (r->is_tg) {   // every token streams all weights once: a bandwidth roof
                     r->gbs = (double)r->bytes_per_token * r->tps.mean / 1e9;
                     r->pct = 100.0 * r->gbs / rf.peak_gbs;
@@ -281,8 +330,6 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                     r->pct = 100.0 * 2.0 * mm_params * r->tps.mean / 1e9 / rf.peak_gflops;
                     r->mem_roof = false;
                 }
-                r->peak_rss = bench_peak_rss();
-                n_rows++;
             }
             free(logits);
             engine_free(en);

@@ -30,6 +30,9 @@ static void usage(FILE *f) {
         "  -t LIST           thread counts (default: all %d cores)\n"
         "  -r N              repetitions per test, mean +- stddev (default 3)\n"
         "  --no-kv-cache     also time decode without a KV cache (re-run the prefix each token)\n"
+        "  --roof fresh|cached  %%roof against a read/FMA probe run just before and after each\n"
+        "                    model's tests, the higher of the two (fresh, default: the shared\n"
+        "                    host drifts 10-20%% within the hour), or the cached --stream result\n"
         "  --quant-method M  rtn or opt: how -q quantizes at load (default: the engine's, opt);\n"
         "                    speed does not depend on it, rtn loads faster\n"
         "  -ngl N            layers on the GPU; N > 0 selects the CUDA backend (default 0)\n"
@@ -140,6 +143,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-t")) n_threads = parse_list(a, NEXT_ARG, threads, 1, BENCH_MAX_THREADS);
         else if (!strcmp(a, "-r")) reps = (int)parse_long(a, NEXT_ARG, 1, 64);
         else if (!strcmp(a, "--no-kv-cache")) eo.no_kv_cache = true;
+        else if (!strcmp(a, "--roof")) {
+            const char *v = NEXT_ARG;
+            if (strcmp(v, "fresh") && strcmp(v, "cached")) die("bad --roof '%s' (fresh or cached)", v);
+            eo.roof_cached = !strcmp(v, "cached");
+        }
         else if (!strcmp(a, "--quant-method")) {
             eo.quant_method = NEXT_ARG;
             if (strcmp(eo.quant_method, "rtn") && strcmp(eo.quant_method, "opt"))

@@ -52,12 +52,26 @@ mkdir -p "$T/dir"
 expect_err "folder without config.json" "config.json" ./infer -m "$T/dir"
 expect_err "vocab-only gguf" "vocab|no weights|tensor" ./infer -m "$D/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf" -p hi
 expect_err "llama2c without tokenizer" "none.bin: cannot open|tokenizer" ./infer -m "$D/models/stories260K/stories260K.bin" -z "$T/none.bin"
+expect_err "bench: bad --roof" "fresh or cached" ./llm-bench -m "$G" --roof sometimes
 expect_err "tokenize: bad flag" "unknown|usage" ./tokenize -m "$G" --what
 # good runs
 expect_ok "help" ./infer --help
 expect_ok "generate" ./infer -m "$G" -n 8 -p "Once upon a time" -s 1
 expect_ok "generate quantized" ./infer -m "$G" -n 8 -q 4 -s 1
 expect_ok "tokenize" ./tokenize -m "$G" -p "Once upon a time" --ids
+
+# bench: %roof is GB/s over the roof it reports (fresh probe, > 0), within rounding
+n=$((n+1))
+if ! timeout 120 ./llm-bench -m "$G" -p 0 -n 8 -r 1 -o csv >"$T/b.csv" 2>"$T/err"; then
+    echo "FAIL: bench csv: $(tail -2 "$T/err")"; fail=$((fail+1))
+elif awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+              { g = $c["gbs"]; r = $c["roof_gbs"]; p = $c["pct_roof"]
+                if (r <= 0 || g <= 0 || (100 * g / r - p) ^ 2 > 0.01) bad = 1 }
+              END { exit bad || NR < 2 }' "$T/b.csv"; then
+    echo "ok: bench csv: %roof = GB/s / fresh roof"
+else
+    echo "FAIL: bench csv: inconsistent roof columns: $(cat "$T/b.csv")"; fail=$((fail+1))
+fi
 
 echo "$((n-fail))/$n passed"
 [ $fail -eq 0 ]
