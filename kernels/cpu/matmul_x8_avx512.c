@@ -34,10 +34,14 @@
 // best for every type, 8192 taken. (The stream probe's read roof includes the same prefetch, bench/.)
 #define PF_BYTES 8192
 #define PF_DO(a) _mm_prefetch((a), _MM_HINT_T1)
-// Q2 and Q3 also pull the lines NEAR_PF ahead from L2 into L1 (T0): matvec q2 64-70% -> 70-81%,
-// q3 72-75% -> 79-83% of the roof (same bench; 256 / 512 / 1024 B alike); none for Q8/Q4 (within noise).
-#define NEAR_PF 512
-#define NEAR_ON(wt) ((wt) == QT_Q2_X8 || (wt) == QT_Q3_X8)
+// Every type also pulls the lines NEAR_PF ahead from L2 into L1 (T0). Measured with the decode
+// matmuls of 22 TinyLlama layers (q/k/v, o, gate/up, down) alternating per pass with a read-only
+// probe over the same buffers, in one process (the VM's bandwidth drifts too much between runs for
+// a 3% effect): q4 84-88% -> 95-96% of that probe, q8 89-95% -> 96-97%, q3 79-87% -> 90%,
+// q2 80-81% -> 79-86% (no T0 / T0 at 512 B / 2048 / 3072 / 4096 B: q4 85 / 88-91 / 92-95 / 96 / 96%).
+// (The earlier 512 B for Q2/Q3 only, and "no gain for Q8/Q4", were measured between runs.)
+#define NEAR_PF 3072
+#define NEAR_ON(wt) true
 
 AI size_t sb_bytes(enum qtype wt) {
     return wt == QT_Q8_X8 ? 8 * sizeof(struct blk_q8_g64) : wt == QT_Q4_X8 ? 8 * sizeof(struct blk_q4_g64)
