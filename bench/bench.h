@@ -111,6 +111,8 @@ uint64_t read_sum_avx2(const uint64_t *p, size_t n);
 uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n);   // + software prefetch READ_PF_BYTES ahead
 #define READ_PF_L2_BYTES 8192
 uint64_t read_sum_pf_l2_avx2(const uint64_t *p, size_t n);   // + prefetch to L2 (T1) READ_PF_L2_BYTES ahead
+#define READ_PF_NEAR_BYTES 3072
+uint64_t read_sum_pf_l2l1_avx2(const uint64_t *p, size_t n);   // + T1 as above and T0 READ_PF_NEAR_BYTES ahead
 // bench/bench_simd_avx512.c: only call if the CPU has AVX-512F
 double fma_peak_avx512(double seconds);
 
@@ -185,5 +187,19 @@ struct bench_kernel_opts {
     uint64_t seed;
 };
 int bench_kernels_run(const struct bench_kernel_opts *o);
+
+// ------------------------------------------------------------------------------------------------
+// Decode sweep (bench/bench_sweep.c): a preset's decode matmuls interleaved with reads of the same
+// buffers in one process, so the ratio is immune to the host's bandwidth drift
+
+struct bench_sweep_opts {
+    const char *preset;                        // synth preset for the shapes (tinyllama)
+    int bits[BENCH_MAX_LIST], n_bits;          // 16 (f16), 8, 4, 3, 2
+    int threads[BENCH_MAX_LIST], n_threads;
+    int layers;                                // 0 = the preset's
+    int passes;                                // timed passes of each kind
+    uint64_t seed;
+};
+int bench_sweep_run(const struct bench_sweep_opts *o);
 
 #endif

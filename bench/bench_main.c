@@ -18,6 +18,7 @@ static void usage(FILE *f) {
         "usage: ./llm-bench -m MODEL [options]               end-to-end prefill/decode speed\n"
         "       ./llm-bench --stream [-t LIST]               memory/FMA roofline (cached)\n"
         "       ./llm-bench --kernels [--filter S] [-t LIST] matmul microbenchmarks vs roofline\n"
+        "       ./llm-bench --sweep [-q LIST] [--preset P]   decode matmuls vs reads of the same buffers\n"
         "       ./llm-bench --make-model PRESET -o FILE.gguf [--type T] [--vocab PATH] [--seed N]\n"
         "                   [--layers N]                     synthetic GGUF, random weights\n"
         "\n"
@@ -52,6 +53,13 @@ static void usage(FILE *f) {
         "  -t LIST           thread counts (default: all cores)\n"
         "  --min-time S      seconds of timed reps per row (default 0.5, at least 0.5)\n"
         "  -o md|csv|json    output format (default md); --seed N for the random inputs\n"
+        "\n"
+        "decode sweep (--sweep): a preset's decode matmuls (all layers, random weights) interleaved\n"
+        "pass by pass with plain and L2-prefetched reads of the same buffers, in one process\n"
+        "  -q LIST           16 (f16), 8, 4, 3, 2 (default all)\n"
+        "  --preset P        shapes: tinyllama (default), llama-3.2-1b, smollm2-135m, llama-2-7b\n"
+        "  --layers N        first N layers only; -r N timed passes of each kind (default 10)\n"
+        "  -t LIST           thread counts (default: all cores)\n"
         "\n"
         "synthetic models (--make-model):\n"
         "  PRESET            tinyllama, llama-3.2-1b, smollm2-135m, llama-2-7b\n"
@@ -119,11 +127,12 @@ static int drop_zeros(int *v, int n) {
 }
 
 int main(int argc, char **argv) {
-    enum { MODE_NONE, MODE_E2E, MODE_STREAM, MODE_KERNELS, MODE_MAKE } mode = MODE_NONE;
+    enum { MODE_NONE, MODE_E2E, MODE_STREAM, MODE_KERNELS, MODE_SWEEP, MODE_MAKE } mode = MODE_NONE;
     struct bench_e2e_opts eo = {.n_quant = 1, .pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1,
                                 .reps = 3, .seed = 42};
     struct bench_kernel_opts ko = {.min_seconds = 0.5, .seed = 42};
-    const char *preset = NULL, *out_arg = NULL, *vocab = DEFAULT_VOCAB, *type = "f16";
+    bool q_given = false;
+    const char *preset = NULL, *sweep_preset = "tinyllama", *out_arg = NULL, *vocab = DEFAULT_VOCAB, *type = "f16";
     int threads[BENCH_MAX_LIST], n_threads = 0, layers = 0, reps = -1;
     long size_mib = 0;   // 0: max(1024, 4 x LLC)
     uint64_t seed = 0;
@@ -136,8 +145,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-m")) { mode = MODE_E2E; eo.model_path = NEXT_ARG; }
         else if (!strcmp(a, "--stream")) mode = MODE_STREAM;
         else if (!strcmp(a, "--kernels")) mode = MODE_KERNELS;
+        else if (!strcmp(a, "--sweep")) mode = MODE_SWEEP;
+        else if (!strcmp(a, "--preset")) sweep_preset = NEXT_ARG;
         else if (!strcmp(a, "--make-model")) { mode = MODE_MAKE; preset = NEXT_ARG; }
-        else if (!strcmp(a, "-q")) eo.n_quant = parse_list(a, NEXT_ARG, eo.quant_bits, 0, 32);
+        else if (!strcmp(a, "-q")) {
+            eo.n_quant = parse_list(a, NEXT_ARG, eo.quant_bits, 0, 32);
+            q_given = true;
+        }
         else if (!strcmp(a, "-p")) eo.n_pp = parse_list(a, NEXT_ARG, eo.pp, 0, 1 << 20);
         else if (!strcmp(a, "-n")) eo.n_tg = parse_list(a, NEXT_ARG, eo.tg, 0, 1 << 20);
         else if (!strcmp(a, "-t")) n_threads = parse_list(a, NEXT_ARG, threads, 1, BENCH_MAX_THREADS);
@@ -226,6 +240,30 @@ int main(int argc, char **argv) {
         if (stream_cache_save(&r) == 0) printf("cached in %s\n", path);
         else fprintf(stderr, "warning: cannot write %s\n", path);
         return 0;
+    }
+    if (mode == MODE_SWEEP) {
+        struct bench_sweep_opts so = {.preset = sweep_preset, .layers = layers, .passes = reps > 0 ? reps : 10,
+                                      .seed = seed_set ? seed : 1};
+        if (!synth_preset_find(sweep_preset))
+            die("unknown preset '%s' (tinyllama, llama-3.2-1b, smollm2-135m, llama-2-7b)", sweep_preset);
+        if (!q_given) {
+            static const int def[] = {16, 8, 4, 3, 2};
+            memcpy(so.bits, def, sizeof def);
+            so.n_bits = 5;
+        } else {
+            for (int i = 0; i < eo.n_quant; i++) {
+                const int b = eo.quant_bits[i];
+                char v[16];
+                snprintf(v, sizeof v, "%d", b);
+                if (b != 16 && b != 8 && b != 4 && b != 3 && b != 2)
+                    die("--sweep: -q values are 16 (f16), 8, 4, 3 or 2, not %s", v);
+                so.bits[i] = b;
+            }
+            so.n_bits = eo.n_quant;
+        }
+        memcpy(so.threads, threads, sizeof threads);
+        so.n_threads = n_threads;
+        return bench_sweep_run(&so);
     }
     if (mode == MODE_KERNELS) {
         memcpy(ko.threads, threads, sizeof threads);

@@ -46,9 +46,13 @@ static inline __attribute__((always_inline)) uint64_t read_loop(const uint64_t *
         if (pf == 1) {
             _mm_prefetch((const char *)(p + i) + READ_PF_BYTES, _MM_HINT_T0);
             _mm_prefetch((const char *)(p + i) + READ_PF_BYTES + 64, _MM_HINT_T0);
-        } else if (pf == 2) {
+        } else if (pf >= 2) {
             _mm_prefetch((const char *)(p + i) + READ_PF_L2_BYTES, _MM_HINT_T1);
             _mm_prefetch((const char *)(p + i) + READ_PF_L2_BYTES + 64, _MM_HINT_T1);
+            if (pf == 3) {
+                _mm_prefetch((const char *)(p + i) + READ_PF_NEAR_BYTES, _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + i) + READ_PF_NEAR_BYTES + 64, _MM_HINT_T0);
+            }
         }
         a = _mm256_add_epi64(a, _mm256_loadu_si256((const __m256i *)(p + i)));
         b = _mm256_add_epi64(b, _mm256_loadu_si256((const __m256i *)(p + i + 4)));
@@ -68,3 +72,5 @@ uint64_t read_sum_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 0);
 // prefetcher alone, and the decode kernels prefetch, so the roof must include these
 uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 1); }
 uint64_t read_sum_pf_l2_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 2); }
+// the decode kernels' pattern since they also prefetch into L1 (kernels/cpu/matmul_x8_avx512.c)
+uint64_t read_sum_pf_l2l1_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 3); }

@@ -16,7 +16,7 @@
 // ------------------------------------------------------------------------------------------------
 // Thread-pool jobs: each thread works on its own contiguous slice
 
-enum stream_op { OP_INIT, OP_READ, OP_READ_PF, OP_READ_PF_L2, OP_COPY, OP_FMA };
+enum stream_op { OP_INIT, OP_READ, OP_READ_PF, OP_READ_PF_L2, OP_READ_PF_L2L1, OP_COPY, OP_FMA };
 
 struct stream_job {
     enum stream_op op;
@@ -93,6 +93,7 @@ static void stream_worker(void *arg, int ith, int nth) {
         const uint64_t *p = j->buf + lo;
         if (j->op == OP_READ_PF && j->avx2) j->sums[ith * 8] += read_sum_pf_avx2(p, hi - lo);
         else if (j->op == OP_READ_PF_L2 && j->avx2) j->sums[ith * 8] += read_sum_pf_l2_avx2(p, hi - lo);
+        else if (j->op == OP_READ_PF_L2L1 && j->avx2) j->sums[ith * 8] += read_sum_pf_l2l1_avx2(p, hi - lo);
         else j->sums[ith * 8] += j->avx2 ? read_sum_avx2(p, hi - lo) : sum_words(p, hi - lo);
     }
 }
@@ -196,13 +197,15 @@ int stream_measure(struct stream_result *r, const int *threads, int n_threads, s
             threadpool_run(tp, stream_worker, j);
         }
         // every rep walks the whole buffer in order, so no chunk is still in cache when read
-        int cap = reps * (int)(j->n_words / CHUNK_WORDS + 1), n_rd = 0, n_rp = 0, n_r2 = 0, n_cp = 0;
+        int cap = reps * (int)(j->n_words / CHUNK_WORDS + 1), n_rd = 0, n_rp = 0, n_r2 = 0, n_r3 = 0, n_cp = 0;
         double *rd = malloc((size_t)cap * sizeof *rd), *rp = malloc((size_t)cap * sizeof *rp),
-               *r2 = malloc((size_t)cap * sizeof *r2), *cp = malloc((size_t)cap * sizeof *cp);
-        if (!rd || !rp || !r2 || !cp) {
+               *r2 = malloc((size_t)cap * sizeof *r2), *r3 = malloc((size_t)cap * sizeof *r3),
+               *cp = malloc((size_t)cap * sizeof *cp);
+        if (!rd || !rp || !r2 || !r3 || !cp) {
             free(rd);
             free(rp);
             free(r2);
+            free(r3);
             free(cp);
             threadpool_destroy(tp);
             free(j);
@@ -213,20 +216,23 @@ int stream_measure(struct stream_result *r, const int *threads, int n_threads, s
             n_rd = run_chunks(tp, j, OP_READ, 0, j->n_words, 8.0, rd, n_rd, cap);
             n_rp = run_chunks(tp, j, OP_READ_PF, 0, j->n_words, 8.0, rp, n_rp, cap);
             n_r2 = run_chunks(tp, j, OP_READ_PF_L2, 0, j->n_words, 8.0, r2, n_r2, cap);
+            n_r3 = run_chunks(tp, j, OP_READ_PF_L2L1, 0, j->n_words, 8.0, r3, n_r3, cap);
             n_cp = run_chunks(tp, j, OP_COPY, 0, j->n_words / 2, 16.0, cp, n_cp, cap);
         }
-        // read roof: the best of the plain loop and the two software-prefetched ones (all are reads
+        // read roof: the best of the plain loop and the three software-prefetched ones (all are reads
         // the kernels do; a kernel that beats the roof would mean the roof is too low)
-        double best_read = p90(rd, n_rd), best_rpf = p90(rp, n_rp), best_r2 = p90(r2, n_r2), best_copy = p90(cp, n_cp),
-               best_fma = 0;
+        double best_read = p90(rd, n_rd), best_rpf = p90(rp, n_rp), best_r2 = p90(r2, n_r2), best_r3 = p90(r3, n_r3),
+               best_copy = p90(cp, n_cp), best_fma = 0;
         if (verbose)
-            fprintf(stderr, "stream: %d thread(s): read %.1f GB/s plain, %.1f GB/s prefetch to L1, %.1f GB/s to L2\n",
-                    nt, best_read, best_rpf, best_r2);
+            fprintf(stderr, "stream: %d thread(s): read %.1f GB/s plain, %.1f GB/s prefetch to L1, %.1f GB/s to L2, "
+                    "%.1f GB/s to L2 and L1\n", nt, best_read, best_rpf, best_r2, best_r3);
         if (best_rpf > best_read) best_read = best_rpf;
         if (best_r2 > best_read) best_read = best_r2;
+        if (best_r3 > best_read) best_read = best_r3;
         free(rd);
         free(rp);
         free(r2);
+        free(r3);
         free(cp);
         for (int rep = 0; rep < 2; rep++) {
             j->op = OP_FMA;

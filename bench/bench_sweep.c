@@ -1,0 +1,213 @@
+/* bench/bench_sweep.c: ./llm-bench --sweep, the decode matmuls of a preset's layers (q/k/v and
+ * gate/up fused as in engine/forward.c, o and down alone) with random weights, alternating pass by
+ * pass with read-only passes over the very same buffers (plain loads, loads with the stream probe's
+ * 8 KiB L2 prefetch, and with that plus the kernels' 3 KiB L1 prefetch), in one process.
+ *
+ * Why: the dev VM's memory bandwidth drifts by 10-30% within minutes (other tenants), so a kernel
+ * timed now against a probe timed a minute earlier measures the neighbours as much as the kernel.
+ * Interleaved passes see the same machine state; the ratio of the medians is the kernel's share of
+ * what this access pattern (buffer sizes, thread hand-offs between matrices) can read. Attention,
+ * norms and the output head are left out: ./llm-bench -m gives the whole token.
+ * Layout as the engine's CPU backend chooses it (X8 for the int8 types on AVX-512 when a row is
+ * whole superblocks; LLM_REPACK=0 keeps the natural layout). Docs: docs/BENCH.md. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/bench.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/threadpool.h"
+#include "quant/repack.h"
+
+enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, N_MATS };
+
+struct sweep_set {
+    enum qtype wt;
+    int64_t n[N_MATS], d[N_MATS];
+    void **w;        // [layer * N_MATS + m]
+    size_t bytes[N_MATS], total;
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+// the type of a -q value as the CPU backend stores it
+static enum qtype sweep_type(int bits, enum cpu_isa isa, int64_t dim, int64_t hidden) {
+    const enum qtype nat = bits == 16 ? QT_F16 : bits == 8 ? QT_Q8_G64 : bits == 4 ? QT_Q4_G64
+                         : bits == 3 ? QT_Q3_G64 : QT_Q2_G64;
+    const char *env = getenv("LLM_REPACK");
+    const int x8 = qtype_x8_of(nat);
+    if (x8 < 0 || isa != CPU_ISA_AVX512 || dim % X8_WEIGHTS || hidden % X8_WEIGHTS || (env && env[0] == '0'))
+        return nat;
+    return (enum qtype)x8;
+}
+
+static void set_free(struct sweep_set *s, int n_layers) {
+    if (!s->w) return;
+    for (int i = 0; i < n_layers * N_MATS; i++) free(s->w[i]);
+    free(s->w);
+    s->w = NULL;
+}
+
+// every layer gets its own copy of one random matrix per shape (the bytes are what matters)
+static int set_make(struct sweep_set *s, const struct model_config *c, int n_layers, struct bench_rng *g) {
+    const int64_t dim = c->dim, kv = (int64_t)c->n_kv_heads * c->head_dim, q = (int64_t)c->n_heads * c->head_dim;
+    const int64_t shp[N_MATS][2] = {{dim, q}, {dim, kv}, {dim, kv}, {q, dim}, {dim, c->hidden_dim},
+                                    {dim, c->hidden_dim}, {c->hidden_dim, dim}};
+    s->w = calloc((size_t)n_layers * N_MATS, sizeof *s->w);
+    float *row = malloc((size_t)(c->hidden_dim > dim ? c->hidden_dim : dim) * sizeof *row);
+    if (!s->w || !row) { free(row); return -1; }
+    s->total = 0;
+    for (int m = 0; m < N_MATS; m++) {
+        s->n[m] = shp[m][0];
+        s->d[m] = shp[m][1];
+        const size_t rb = qtype_row_bytes(s->wt, s->n[m]);
+        s->bytes[m] = rb * (size_t)s->d[m];
+        const size_t alloc = (s->bytes[m] + 63) & ~(size_t)63;
+        uint8_t *w0 = aligned_alloc(64, alloc);
+        if (!w0) { free(row); return -1; }
+        for (int64_t r = 0; r < s->d[m]; r++) {
+            for (int64_t k = 0; k < s->n[m]; k++) row[k] = (float)bench_rng_uniform(g, -1, 1);
+            qtype_traits[s->wt].quantize_row(w0 + (size_t)r * rb, row, s->n[m]);
+        }
+        for (int l = 0; l < n_layers; l++) {
+            void *w = aligned_alloc(64, alloc);
+            if (!w) { free(w0); free(row); return -1; }
+            memcpy(w, w0, s->bytes[m]);
+            s->w[l * N_MATS + m] = w;
+            s->total += s->bytes[m];
+        }
+        free(w0);
+    }
+    free(row);
+    return 0;
+}
+
+struct read_job { const uint8_t *p; size_t bytes; int pf; _Atomic size_t next; uint64_t sum[BENCH_MAX_THREADS * 8]; };
+
+// the same guided self-scheduling as the decode matmuls (kernels/cpu/dispatch.c): a thread takes
+// 1/(2 nth) of what is left, >= 16 KiB; a static split would wait for a descheduled vCPU, and the
+// probe would read below what the kernels reach
+static void read_worker(void *arg, int ith, int nth) {
+    struct read_job *j = arg;
+    const size_t words = j->bytes / 8;
+    uint64_t s = 0;
+    for (;;) {
+        size_t a = atomic_load_explicit(&j->next, memory_order_relaxed), b;
+        do {
+            if (a >= words) goto done;
+            size_t c = ((words - a) / (2 * (size_t)nth) + 7) & ~(size_t)7;
+            if (c < 2048) c = 2048;
+            b = a + c < words ? a + c : words;
+        } while (!atomic_compare_exchange_weak_explicit(&j->next, &a, b, memory_order_relaxed, memory_order_relaxed));
+        const uint64_t *p = (const uint64_t *)j->p + a;
+        if (__builtin_cpu_supports("avx2"))
+            s += j->pf == 2 ? read_sum_pf_l2l1_avx2(p, b - a) : j->pf ? read_sum_pf_l2_avx2(p, b - a) : read_sum_avx2(p, b - a);
+        else
+            for (size_t i = 0; i < b - a; i++) s += p[i];
+    }
+done:
+    j->sum[ith * 8] += s;
+}
+
+// one pass over every layer: the decode matmuls (mode 0), or reads of the same buffers (1 plain,
+// 2 prefetched to L2, 3 to L2 and L1 as the kernels do)
+static void sweep_pass(struct threadpool *tp, enum cpu_isa isa, const struct sweep_set *s, int n_layers, int mode,
+                       const float *x, float *const *out, struct read_job *rj) {
+    for (int l = 0; l < n_layers; l++) {
+        void *const *w = s->w + l * N_MATS;
+        if (mode) {
+            for (int m = 0; m < N_MATS; m++) {
+                rj->p = w[m];
+                rj->bytes = s->bytes[m];
+                rj->pf = mode - 1;
+                atomic_store(&rj->next, 0);
+                threadpool_run(tp, read_worker, rj);
+            }
+            continue;
+        }
+        struct cpu_matmul_part qkv[3], gu[2];
+        for (int m = 0; m < 3; m++) qkv[m] = (struct cpu_matmul_part){s->wt, out[m], w[m], s->d[m]};
+        cpu_matmul_multi(tp, isa, 3, qkv, x, s->n[M_Q], 1);
+        cpu_matmul(tp, isa, s->wt, out[M_O], x, w[M_O], s->n[M_O], s->d[M_O], 1);
+        for (int m = 0; m < 2; m++) gu[m] = (struct cpu_matmul_part){s->wt, out[M_GATE + m], w[M_GATE + m], s->d[M_GATE]};
+        cpu_matmul_multi(tp, isa, 2, gu, x, s->n[M_GATE], 1);
+        cpu_matmul(tp, isa, s->wt, out[M_DOWN], x, w[M_DOWN], s->n[M_DOWN], s->d[M_DOWN], 1);
+    }
+}
+
+int bench_sweep_run(const struct bench_sweep_opts *o) {
+    const struct synth_preset *p = synth_preset_find(o->preset);
+    if (!p) {
+        fprintf(stderr, "bench --sweep: unknown preset '%s'\n", o->preset);
+        return 1;
+    }
+    const struct model_config *c = &p->cfg;
+    const int n_layers = o->layers > 0 && o->layers < c->n_layers ? o->layers : c->n_layers;
+    const enum cpu_isa isa = cpu_isa_detect();
+    struct bench_rng g;
+    bench_rng_seed(&g, o->seed);
+    const int64_t xn = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+    float *x = malloc((size_t)xn * sizeof *x), *out[N_MATS] = {0};
+    int rc = x ? 0 : 1;
+    for (int64_t i = 0; x && i < xn; i++) x[i] = (float)bench_rng_uniform(&g, -1, 1);
+    for (int m = 0; m < N_MATS && !rc; m++)
+        if (!(out[m] = malloc((size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim) * 4 * sizeof(float)))) rc = 1;
+    printf("| type | threads | MB/pass | matmul ms | GB/s | probe GB/s | %% of probe |\n");
+    printf("| ---- | ------: | ------: | --------: | ---: | ---------: | ---------: |\n");
+    for (int ti = 0; ti < o->n_threads && !rc; ti++) {
+        struct threadpool *tp = threadpool_create(o->threads[ti]);
+        if (!tp) { rc = 1; break; }
+        for (int qi = 0; qi < o->n_bits && !rc; qi++) {
+            struct sweep_set s = {.wt = sweep_type(o->bits[qi], isa, c->dim, c->hidden_dim)};
+            fprintf(stderr, "sweep: %s, %d layers of %s, %d thread(s)\n", qtype_traits[s.wt].name, n_layers,
+                    p->name, o->threads[ti]);
+            if (set_make(&s, c, n_layers, &g) != 0) {
+                fprintf(stderr, "bench --sweep: out of memory\n");
+                set_free(&s, n_layers);
+                rc = 1;
+                break;
+            }
+            struct read_job *rj = calloc(1, sizeof *rj);
+            double *t[4];
+            for (int k = 0; k < 4; k++) t[k] = calloc((size_t)o->passes, sizeof(double));
+            if (!rj || !t[0] || !t[1] || !t[2] || !t[3]) rc = 1;
+            for (int it = -1; it < o->passes && !rc; it++)   // it = -1: untimed warm-up of all four
+                for (int k = 0; k < 4; k++) {
+                    const double t0 = now_s();
+                    sweep_pass(tp, isa, &s, n_layers, k, x, out, rj);
+                    if (it >= 0) t[k][it] = now_s() - t0;
+                }
+            if (!rc) {
+                struct bench_stats st[4];
+                for (int k = 0; k < 4; k++) st[k] = bench_stats_of(t[k], o->passes);
+                const double gbs = (double)s.total / st[0].median / 1e9;
+                double roof = 0;
+                for (int k = 1; k < 4; k++)
+                    if ((double)s.total / st[k].median / 1e9 > roof) roof = (double)s.total / st[k].median / 1e9;
+                // cyclic passes over less than ~2 LLCs partly hit in cache, the probe as much as the kernel
+                const bool cached = (double)s.total < 2.0 * (double)bench_llc_bytes();
+                printf("| %s | %d | %.1f%s | %.2f | %.2f | %.2f | %.1f%% |\n", qtype_traits[s.wt].name, o->threads[ti],
+                       (double)s.total / 1e6, cached ? " (< 2 LLC)" : "", st[0].median * 1e3, gbs, roof,
+                       100.0 * gbs / roof);
+                fflush(stdout);
+            }
+            for (int k = 0; k < 4; k++) free(t[k]);
+            free(rj);
+            set_free(&s, n_layers);
+        }
+        threadpool_destroy(tp);
+    }
+    if (!rc)
+        printf("\n- %s shapes, %d layers, %d passes of each kind interleaved; medians. probe = the fastest of "
+               "plain, L2- and L2+L1-prefetched reads of the same buffers, in the matmuls' guided chunks per matrix\n",
+               p->name, n_layers, o->passes);
+    free(x);
+    for (int m = 0; m < N_MATS; m++) free(out[m]);
+    return rc;
+}
