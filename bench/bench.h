@@ -25,6 +25,8 @@ static inline double bench_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+#define BENCH_MAX_REPS 64   // -r
+
 struct bench_stats {
     int n;
     double mean, stddev;   // stddev: sample (n - 1) standard deviation, 0 when n < 2
@@ -91,6 +93,9 @@ struct stream_result {
  * buf_bytes = 0 uses 1 GiB. Returns 0, or -1 on OOM. */
 int stream_measure(struct stream_result *r, const int *threads, int n_threads, size_t buf_bytes,
                    int reps, bool verbose);
+/* The read roof alone (best of the four read loops, one pass over the stream_measure buffer) for
+ * `threads` threads, GB/s; -1 on OOM. About a second: for probes between timed repetitions. */
+double stream_read_roof(int threads);
 /* Cache file path; returns false if no home directory. */
 bool stream_cache_path(char *buf, size_t cap);
 int stream_cache_save(const struct stream_result *r);                 // 0 or -1

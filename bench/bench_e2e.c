@@ -26,6 +26,8 @@ struct e2e_row {
     double gbs, pct;          // weight GB/s at the mean t/s; % of the roof (mem for tg, fma for pp)
     double roof_gbs, roof_gflops;   // the roof used (fresh: the higher of the probes before and after)
     double roof_before, roof_after; // fresh read probes around this engine's tests (0: cached roof)
+    double pct_best;                // % of the roof of the fastest rep (fresh tg: the best rep ratio)
+    double roof_lo, roof_hi;        // fresh tg: the lowest and highest per-rep probe
     bool mem_roof;
     size_t bytes_per_token, weight_bytes, kv_bytes, peak_rss;
     double load_s;
@@ -110,10 +112,23 @@ static int run_tg(struct engine *en, int n, bool naive, struct bench_rng *g, flo
     return rc;
 }
 
+// the process's peak RSS outside the probes' buffers: the high-water mark is read before each probe
+// and reset after it
+static size_t g_peak_model;
+static double probe_read(int threads) {
+    size_t p = bench_peak_rss();
+    if (p > g_peak_model) g_peak_model = p;
+    double gbs = stream_read_roof(threads);
+    bench_reset_peak_rss();
+    return gbs;
+}
+
+/* roof (NULL: none): a read probe before the first rep and after every rep, roof[0 .. reps], so
+ * each rep has the probes on either side of it */
 static int measure(struct engine *en, bool is_tg, bool naive, int n, int reps, struct bench_rng *g,
-                   float *logits, struct bench_stats *out, struct err *e) {
-    double tps[64];
-    if (reps > 64) reps = 64;
+                   float *logits, struct bench_stats *out, double *tps, double *roof, int threads,
+                   struct err *e) {
+    if (roof && (roof[0] = probe_read(threads)) < 0) return ERR(e, ERR_OOM, "bandwidth probe buffer");
     for (int r = 0; r < reps; r++) {
         double sec;
         int rc = is_tg ? run_tg(en, n, naive, g, logits, &sec, e) : run_pp(en, n, g, logits, &sec, e);
@@ -121,6 +136,7 @@ static int measure(struct engine *en, bool is_tg, bool naive, int n, int reps, s
         tps[r] = n / sec;
         fprintf(stderr, "  %s%d%s rep %d/%d: %.2f t/s\n", is_tg ? "tg" : "pp", n,
                 naive ? " (no KV cache)" : "", r + 1, reps, tps[r]);
+        if (roof && (roof[r + 1] = probe_read(threads)) < 0) return ERR(e, ERR_OOM, "bandwidth probe buffer");
     }
     *out = bench_stats_of(tps, reps);
     return 0;
@@ -130,6 +146,7 @@ static int measure(struct engine *en, bool is_tg, bool naive, int n, int reps, s
 // Output
 
 static void print_md(const struct e2e_row *rows, int n, bool naive, const struct stream_result *sr) {
+    // best = the fastest rep: on a shared host the mean includes other tenants' memory traffic
     printf("| model | size | params | type | threads | test | t/s | GB/s | %%roof | best t/s | %%roof best |%s\n",
            naive ? " t/s (no KV cache) | KV speedup |" : "");
     printf("| ----- | ---: | -----: | ---- | ------: | ---- | --: | ---: | ----: | -------: | ---------: |%s\n",
@@ -138,11 +155,9 @@ static void print_md(const struct e2e_row *rows, int n, bool naive, const struct
         const struct e2e_row *r = &rows[i];
         char params[32];
         fmt_params(r->params, params, sizeof params);
-        // best = the fastest rep: on a shared host the mean includes other tenants' memory traffic
-        double best_scale = r->tps.mean > 0 ? r->tps.max / r->tps.mean : 0;
         printf("| %s | %.2f GiB | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f%% %s | %.2f | %.1f%% |", r->model,
                r->size_gib, params, r->type, r->threads, r->test, r->tps.mean,
-               r->tps.stddev, r->gbs, r->pct, r->mem_roof ? "mem" : "fma", r->tps.max, r->pct * best_scale);
+               r->tps.stddev, r->gbs, r->pct, r->mem_roof ? "mem" : "fma", r->tps.max, r->pct_best);
         if (naive) {
             if (r->naive.n) printf(" %.2f ± %.2f | %.2fx |", r->naive.mean, r->naive.stddev,
                                    r->tps.mean / r->naive.mean);
@@ -160,13 +175,15 @@ static void print_md(const struct e2e_row *rows, int n, bool naive, const struct
                r->bytes_per_token / 1e9, r->kv_bytes / 1048576.0, r->peak_rss / 1073741824.0, r->load_s);
     }
     if (n && rows[0].roof_before > 0) {
-        printf("- roofline: %s; probed before and after each model's tests (./llm-bench --stream's read "
-               "probe, best of plain / L1 / L2-prefetched loops), the higher one used:", sr->cpu);
+        printf("- roofline: %s; fresh probes (./llm-bench --stream's read loops, best of four; FMA as "
+               "--stream): tg = the mean over reps of each rep's GB/s / the higher of the read probes just "
+               "before and after it; pp = vs the higher FMA probe before / after the model's tests:", sr->cpu);
         for (int i = 0; i < n; i++) {
-            if (i > 0 && rows[i].threads == rows[i - 1].threads && !strcmp(rows[i].type, rows[i - 1].type))
-                continue;
-            printf(" %s %d thr: %.1f / %.1f GB/s, %.0f GFLOP/s;", rows[i].type, rows[i].threads,
-                   rows[i].roof_before, rows[i].roof_after, rows[i].roof_gflops);
+            const struct e2e_row *r = &rows[i];
+            if (r->is_tg && r->roof_hi > 0)
+                printf(" %s %d thr %s: read %.1f-%.1f GB/s;", r->type, r->threads, r->test, r->roof_lo, r->roof_hi);
+            else if (!r->is_tg)
+                printf(" %s %d thr %s: %.0f GFLOP/s;", r->type, r->threads, r->test, r->roof_gflops);
         }
     } else {
         printf("- roofline (cached, --roof cached): %s; read roof per thread count:", sr->cpu);
@@ -299,14 +316,34 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                 r->is_tg = k >= o->n_pp;
                 int n = r->is_tg ? o->tg[k - o->n_pp] : o->pp[k];
                 snprintf(r->test, sizeof r->test, "%s%d", r->is_tg ? "tg" : "pp", n);
-                rc = measure(en, r->is_tg, false, n, o->reps, &g, logits, &r->tps, &e);
+                double tps[BENCH_MAX_REPS], roof[BENCH_MAX_REPS + 1], tps_naive[BENCH_MAX_REPS];
+                const bool per_rep = r->is_tg && !o->roof_cached;
+                rc = measure(en, r->is_tg, false, n, o->reps, &g, logits, &r->tps, tps, per_rep ? roof : NULL,
+                             o->threads[ti], &e);
                 if (!rc && r->is_tg && o->no_kv_cache)
-                    rc = measure(en, true, true, n, o->reps, &g, logits, &r->naive, &e);
+                    rc = measure(en, true, true, n, o->reps, &g, logits, &r->naive, tps_naive, NULL, o->threads[ti], &e);
+                if (!rc && per_rep) {   // each rep against the higher probe on either side of it
+                    double sum = 0, best = 0, lo = 1e30, hi = 0;
+                    for (int k = 0; k < o->reps; k++) {
+                        const double rr = roof[k] > roof[k + 1] ? roof[k] : roof[k + 1];
+                        const double pct = 100.0 * (double)r->bytes_per_token * tps[k] / 1e9 / rr;
+                        sum += pct;
+                        best = pct > best ? pct : best;
+                    }
+                    for (int k = 0; k <= o->reps; k++) {
+                        lo = roof[k] < lo ? roof[k] : lo;
+                        hi = roof[k] > hi ? roof[k] : hi;
+                    }
+                    r->pct = sum / o->reps;
+                    r->pct_best = best;
+                    r->roof_lo = lo;
+                    r->roof_hi = hi;
+                }
                 if (rc) {
                     fprintf(stderr, "bench: %s\n", e.msg);
                     break;
                 }
-                r->peak_rss = bench_peak_rss();
+                r->peak_rss = bench_peak_rss() > g_peak_model ? bench_peak_rss() : g_peak_model;
                 n_rows++;
             }
             struct roofline after = rf;
@@ -323,11 +360,17 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                 if (!o->roof_cached) r->roof_before = before.peak_gbs, r->roof_after = after.peak_gbs;
                 if (r->is_tg) {   // every token streams all weights once: a bandwidth roof
                     r->gbs = (double)r->bytes_per_token * r->tps.mean / 1e9;
-                    r->pct = 100.0 * r->gbs / rf.peak_gbs;
                     r->mem_roof = true;
+                    if (r->roof_hi > 0) {   // per-rep probes (set above): the mean of the rep ratios
+                        r->roof_gbs = (double)r->bytes_per_token * r->tps.mean / 1e9 / (r->pct / 100.0);
+                        continue;
+                    }
+                    r->pct = 100.0 * r->gbs / rf.peak_gbs;
+                    r->pct_best = r->tps.mean > 0 ? r->pct * r->tps.max / r->tps.mean : 0;
                 } else {          // one pass reads the weights once for n tokens: a compute roof
                     r->gbs = (double)r->bytes_per_token * r->tps.mean / n / 1e9;
                     r->pct = 100.0 * 2.0 * mm_params * r->tps.mean / 1e9 / rf.peak_gflops;
+                    r->pct_best = r->tps.mean > 0 ? r->pct * r->tps.max / r->tps.mean : 0;
                     r->mem_roof = false;
                 }
             }

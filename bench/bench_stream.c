@@ -160,8 +160,8 @@ void bench_cpu_model(char *buf, size_t cap) {
     fclose(f);
 }
 
-int stream_measure(struct stream_result *r, const int *threads, int n_threads, size_t buf_bytes,
-                   int reps, bool verbose) {
+static int measure_ex(struct stream_result *r, const int *threads, int n_threads, size_t buf_bytes,
+                      int reps, bool verbose, bool read_only) {
     memset(r, 0, sizeof *r);
     if (gethostname(r->host, sizeof r->host - 1) != 0) snprintf(r->host, sizeof r->host, "unknown");
     bench_cpu_model(r->cpu, sizeof r->cpu);
@@ -217,7 +217,7 @@ int stream_measure(struct stream_result *r, const int *threads, int n_threads, s
             n_rp = run_chunks(tp, j, OP_READ_PF, 0, j->n_words, 8.0, rp, n_rp, cap);
             n_r2 = run_chunks(tp, j, OP_READ_PF_L2, 0, j->n_words, 8.0, r2, n_r2, cap);
             n_r3 = run_chunks(tp, j, OP_READ_PF_L2L1, 0, j->n_words, 8.0, r3, n_r3, cap);
-            n_cp = run_chunks(tp, j, OP_COPY, 0, j->n_words / 2, 16.0, cp, n_cp, cap);
+            if (!read_only) n_cp = run_chunks(tp, j, OP_COPY, 0, j->n_words / 2, 16.0, cp, n_cp, cap);
         }
         // read roof: the best of the plain loop and the three software-prefetched ones (all are reads
         // the kernels do; a kernel that beats the roof would mean the roof is too low)
@@ -234,7 +234,7 @@ int stream_measure(struct stream_result *r, const int *threads, int n_threads, s
         free(r2);
         free(r3);
         free(cp);
-        for (int rep = 0; rep < 2; rep++) {
+        for (int rep = 0; rep < 2 && !read_only; rep++) {
             j->op = OP_FMA;
             threadpool_run(tp, stream_worker, j);
             double g = 0;
@@ -256,6 +256,17 @@ int stream_measure(struct stream_result *r, const int *threads, int n_threads, s
     free(j);
     free(buf);
     return 0;
+}
+
+int stream_measure(struct stream_result *r, const int *threads, int n_threads, size_t buf_bytes,
+                   int reps, bool verbose) {
+    return measure_ex(r, threads, n_threads, buf_bytes, reps, verbose, false);
+}
+
+double stream_read_roof(int threads) {
+    struct stream_result r;
+    if (measure_ex(&r, &threads, 1, 0, 1, false, true) != 0) return -1;
+    return r.read_gbs[0];
 }
 
 struct roofline stream_roofline(const struct stream_result *r, int threads) {
