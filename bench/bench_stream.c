@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -172,7 +173,14 @@ static int measure_ex(struct stream_result *r, const int *threads, int n_threads
     }
     if (reps < 1) reps = 1;
     struct stream_job *j = calloc(1, sizeof *j);
-    uint64_t *buf = aligned_alloc(4096, buf_bytes);
+    // 2 MiB aligned and on transparent huge pages where the kernel allows (madvise mode), as the
+    // CPU backend's weight buffers are (kernels/cpu/backend_cpu.c): the roof must not lose TLB
+    // misses that the kernels do not pay
+    buf_bytes = (buf_bytes + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+    uint64_t *buf = aligned_alloc((size_t)2 << 20, buf_bytes);
+#ifdef MADV_HUGEPAGE
+    if (buf) (void)madvise(buf, buf_bytes, MADV_HUGEPAGE);
+#endif
     if (!j || !buf) {
         free(j);
         free(buf);

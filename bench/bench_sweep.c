@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "bench/bench.h"
@@ -54,6 +55,19 @@ static void set_free(struct sweep_set *s, int n_layers) {
     s->w = NULL;
 }
 
+// as the CPU backend allocates weights (cpu_alloc): >= 2 MiB on a 2 MiB boundary with MADV_HUGEPAGE
+// on the whole 2 MiB extents (LLM_HUGEPAGES=0: not)
+static void *sweep_alloc(size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    const char *env = getenv("LLM_HUGEPAGES");
+    const bool on = n >= huge && !(env && env[0] == '0');
+    void *p = aligned_alloc(on ? huge : 64, on ? (n + huge - 1) & ~(huge - 1) : n);
+#ifdef MADV_HUGEPAGE
+    if (p && on) (void)madvise(p, n & ~(huge - 1), MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 // every layer gets its own copy of one random matrix per shape (the bytes are what matters)
 static int set_make(struct sweep_set *s, const struct model_config *c, int n_layers, struct bench_rng *g) {
     const int64_t dim = c->dim, kv = (int64_t)c->n_kv_heads * c->head_dim, q = (int64_t)c->n_heads * c->head_dim;
@@ -76,7 +90,7 @@ static int set_make(struct sweep_set *s, const struct model_config *c, int n_lay
             qtype_traits[s->wt].quantize_row(w0 + (size_t)r * rb, row, s->n[m]);
         }
         for (int l = 0; l < n_layers; l++) {
-            void *w = aligned_alloc(64, alloc);
+            void *w = sweep_alloc(alloc);
             if (!w) { free(w0); free(row); return -1; }
             memcpy(w, w0, s->bytes[m]);
             s->w[l * N_MATS + m] = w;
