@@ -3,6 +3,7 @@
  * Test: tests/test_model_*.c */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "engine/model.h"
@@ -15,6 +16,19 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// After a copy out of the model mapping: drop the mapping's pages of the copied range from this
+// process (MADV_DONTNEED on a private read-only file mapping; they stay in the page cache and fault
+// back in if read again), so the resident set does not hold the weights twice
+static void drop_source_pages(const void *p, size_t n) {
+#ifdef MADV_DONTNEED
+    const size_t pg = 4096;
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1), b = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)p, (void)n;
+#endif
 }
 
 static void *eng_alloc(struct engine *en, size_t nbytes) {
@@ -132,16 +146,19 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
     // the backend's preferred layout (CPU + AVX-512 VNNI: X8, same bytes, quant/repack.h)
     const enum qtype layout = matrix && be->ops->matrix_layout ? be->ops->matrix_layout(be, want, n) : want;
     if (layout != want) return prep_repacked(p, t, tv, want, layout, e);
-    if (want == tv->type && be->host_memory) {   // zero copy: point into the mmap
-        t->data = (void *)tv->data;
+    if (want == tv->type && be->host_memory && !(matrix && be->copy_min_bytes && t->nbytes >= be->copy_min_bytes)) {
+        t->data = (void *)tv->data;   // zero copy: point into the mmap
         return ERR_OK;
     }
     void *dst = eng_alloc(en, t->nbytes);
     if (!dst) return ERR(e, ERR_OOM, "%s: cannot allocate %.1f MiB on %s", name, t->nbytes / 1048576.0,
                          be->ops->name);
     t->data = dst;
-    if (want == tv->type)
-        return be->ops->upload(be, dst, tv->data, t->nbytes, e);
+    if (want == tv->type) {
+        int rc = be->ops->upload(be, dst, tv->data, t->nbytes, e);
+        if (!rc && be->host_memory) drop_source_pages(tv->data, t->nbytes);
+        return rc;
+    }
     bool owned;
     float *f = to_f32(tv, &owned, e);
     if (!f) return e->code;

@@ -78,6 +78,8 @@ struct backend {
     void *ctx;
     int n_threads;
     bool host_memory;   // tensors live in host memory: the engine may point weights into the mmap
+    size_t copy_min_bytes;   // host_memory: copy weights of at least this size out of the mmap into
+                             // alloc'd memory instead (CPU: onto huge pages); 0 = always point into it
 };
 
 /* CPU backend with a persistent thread pool of n_threads (0 = all cores). NULL on OOM. */

@@ -3,6 +3,7 @@
  * the small ops are plain C, threaded where the work grows with the context (attention).
  * Test: tests/test_backend_cpu.c */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -42,6 +43,20 @@ static enum qtype cpu_matrix_layout(const struct backend *be, enum qtype t, int6
 // walks: TinyLlama-shaped decode matmuls +3-6% in a same-process A/B (q2/q3/q4/q8, ./llm-bench
 // --sweep style, 2 threads). LLM_HUGEPAGES=0 turns it off.
 #define HUGE_BYTES ((size_t)2 << 20)
+// transparent huge pages on request: /sys/kernel/mm/transparent_hugepage/enabled says [always] or
+// [madvise] (not [never]), and LLM_HUGEPAGES is not 0. Then the engine copies large weights out of
+// the file mapping (4 KiB page-cache pages) into cpu_alloc memory: f16/f32 files decode from huge
+// pages too, for a one-off copy at load (~0.5 GB/s-bound by page faults of the mapping).
+static bool thp_usable(void) {
+    const char *env = getenv("LLM_HUGEPAGES");
+    if (env && env[0] == '0') return false;
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return false;
+    char buf[128] = {0};
+    const bool ok = fgets(buf, sizeof buf, f) && !strstr(buf, "[never]");
+    fclose(f);
+    return ok;
+}
 static void *cpu_alloc(struct backend *be, size_t nbytes) {
     void *p = NULL;
     size_t n = (nbytes + 63) & ~(size_t)63;  // 64-byte aligned for AVX-512 loads
@@ -371,5 +386,6 @@ struct backend *backend_cpu_create(int n_threads, struct err *e) {
     be->ctx = c;
     be->n_threads = n_threads;
     be->host_memory = true;
+    be->copy_min_bytes = thp_usable() ? HUGE_BYTES : 0;
     return be;
 }
