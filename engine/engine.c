@@ -19,15 +19,21 @@ static double now_s(void) {
 }
 
 // After a copy out of the model mapping: drop the mapping's pages of the copied range from this
-// process (MADV_DONTNEED on a private read-only file mapping; they stay in the page cache and fault
-// back in if read again), so the resident set does not hold the weights twice
-static void drop_source_pages(const void *p, size_t n) {
+// process (MADV_DONTNEED on the loader's PROT_READ private file mapping; they stay in the page cache
+// and fault back in if read again), so the resident set does not hold the weights twice. Only for
+// ranges inside one of the file's maps: on a loader-owned (anonymous) buffer the same call would
+// zero the data.
+static void drop_source_pages(const struct model_file *mf, const void *p, size_t n) {
 #ifdef MADV_DONTNEED
-    const size_t pg = 4096;
-    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1), b = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    const uintptr_t lo = (uintptr_t)p, hi = lo + n;
+    bool mapped = false;
+    for (int i = 0; i < mf->n_maps && !mapped; i++)
+        mapped = lo >= (uintptr_t)mf->maps[i].addr && hi <= (uintptr_t)mf->maps[i].addr + mf->maps[i].size;
+    if (!mapped) return;
+    const uintptr_t pg = 4096, a = (lo + pg - 1) & ~(pg - 1), b = hi & ~(pg - 1);
     if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 #else
-    (void)p, (void)n;
+    (void)mf, (void)p, (void)n;
 #endif
 }
 
@@ -156,7 +162,7 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
     t->data = dst;
     if (want == tv->type) {
         int rc = be->ops->upload(be, dst, tv->data, t->nbytes, e);
-        if (!rc && be->host_memory) drop_source_pages(tv->data, t->nbytes);
+        if (!rc && be->host_memory) drop_source_pages(&en->mf, tv->data, t->nbytes);
         return rc;
     }
     bool owned;

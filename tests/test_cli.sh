@@ -63,6 +63,19 @@ expect_ok "generate quantized" ./infer -m "$G" -n 8 -q 4 -s 1
 expect_ok "tokenize" ./tokenize -m "$G" -p "Once upon a time" --ids
 expect_ok "bench --sweep (1 layer, q4 and f16)" ./llm-bench --sweep -q 4,16 --layers 1 -r 2
 
+# weights copied from the file mapping onto huge pages (matrices >= 2 MiB of an f16 file) give the
+# same greedy text as weights used in place (LLM_HUGEPAGES=0)
+n=$((n+1))
+if ./llm-bench --make-model tinyllama --layers 1 --type f16 -o "$T/t1.gguf" >/dev/null 2>"$T/err"; then
+    a=$(LLM_HUGEPAGES=0 timeout 120 ./infer -m "$T/t1.gguf" -p "Once upon a time" -n 12 --temp 0 2>/dev/null)
+    b=$(timeout 120 ./infer -m "$T/t1.gguf" -p "Once upon a time" -n 12 --temp 0 2>/dev/null)
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then echo "ok: huge-page weight copy: same greedy text"
+    else echo "FAIL: huge-page weight copy: '$a' vs '$b'"; fail=$((fail+1)); fi
+    rm -f "$T/t1.gguf"
+else
+    echo "FAIL: make-model for the huge-page check: $(tail -1 "$T/err")"; fail=$((fail+1))
+fi
+
 # bench: %roof is GB/s over the roof it reports (fresh probe, > 0), within rounding
 n=$((n+1))
 if ! timeout 120 ./llm-bench -m "$G" -p 0 -n 8 -r 1 -o csv >"$T/b.csv" 2>"$T/err"; then
