@@ -1,6 +1,6 @@
 /* bench/bench.h: shared pieces of ./llm-bench (a llama-bench-like tool): CLOCK_MONOTONIC timer, summary
  * statistics, the roofline (measured bandwidth + FMA peak, cached per machine), synthetic models and
- * the three bench modes (-m end-to-end, --stream, --kernels). Units: GB = 1e9 bytes, GiB = 2^30.
+ * the bench modes (-m end-to-end, --stream, --kernels, --sweep, --make-model). Units: GB = 1e9 bytes, GiB = 2^30.
  * Docs: docs/BENCH.md. Test: tests/test_bench_synth.c */
 #ifndef BENCH_BENCH_H
 #define BENCH_BENCH_H
