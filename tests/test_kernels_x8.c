@@ -1,5 +1,5 @@
-/* tests/test_kernels_x8.c: the X8 layouts (quant/repack.c) and their AVX-512 VNNI kernels
- * (kernels/cpu/matmul_x8_avx512.c).
+/* tests/test_kernels_x8.c: the X8 layouts (quant/repack.c) and their AVX-512 VNNI and AVX2 kernels
+ * (kernels/cpu/matmul_x8_avx512.c, kernels/cpu/matmul_x8_avx2.c).
  *  - repack: pack -> unpack returns the natural bytes; X8 dequantize_row = natural dequantize_row
  *    (bit-identical); X8 quantize_row = natural quantize + pack; the name lookup does not know X8
  *    (files and bit plans cannot name it) and its sizes need n % 512 == 0.
@@ -7,7 +7,7 @@
  *    dot and scales, only the fp32 summation order differs: tol = 1e-6 + 8 sqrt(n) eps S with S the
  *    sum of term magnitudes (as tests/test_kernels_matmul.c); plus an exact case (small integers,
  *    power-of-two scales: tol = 0) so an indexing or bit-field bug cannot hide in the tolerance.
- * The kernel half needs AVX-512 VNNI; without it the X8 path is the reference and only that runs. */
+ * The kernel half runs every ISA the CPU has (reference, AVX2, AVX-512 VNNI). */
 #include <string.h>
 
 #include "kernels/cpu/matmul_kernels.h"
@@ -179,7 +179,7 @@ static void check_multi(struct rng *g, enum cpu_isa isa, int64_t n, int64_t t, s
     for (int i = 0; i < 4; i++) {
         float *wf = rng_f32(g, (size_t)(n * ds[i]), -1.f, 1.f);
         enum qtype wt = types[i];
-        if (i != 1 && i != 2 && isa == CPU_ISA_AVX512) wt = (enum qtype)qtype_x8_of(types[i]);   // part 1 stays natural
+        if (i != 1 && i != 2 && isa != CPU_ISA_REF) wt = (enum qtype)qtype_x8_of(types[i]);   // part 1 stays natural
         size_t rb = qtype_row_bytes(wt, n);
         w[i] = xmalloc(rb * (size_t)ds[i]);
         for (int64_t r = 0; r < ds[i]; r++) qtype_traits[wt].quantize_row((uint8_t *)w[i] + rb * (size_t)r, wf + r * n, n);
@@ -217,8 +217,13 @@ int main(void) {
     enum cpu_isa best = cpu_isa_detect();
     static const int64_t DS[] = {1, 3, 8, 17, 64};
     static const int64_t TS[] = {1, 2, 3, 4, 5, 13};
-    const enum cpu_isa isas[] = {CPU_ISA_REF, best};
-    for (int ii = 0; ii < (best == CPU_ISA_REF ? 1 : 2); ii++) {
+    // every ISA up to the best: the AVX2 X8 kernels run on AVX-512 machines too
+    enum cpu_isa isas[3];
+    int nisa = 0;
+    isas[nisa++] = CPU_ISA_REF;
+    if (best >= CPU_ISA_AVX2) isas[nisa++] = CPU_ISA_AVX2;
+    if (best >= CPU_ISA_AVX512) isas[nisa++] = CPU_ISA_AVX512;
+    for (int ii = 0; ii < nisa; ii++) {
         const enum cpu_isa isa = isas[ii];
         for (int k = 0; k < 4; k++) {
             int before = test_failures;
@@ -235,12 +240,13 @@ int main(void) {
                    test_failures == before ? "ok" : "FAIL");
         }
     }
-    for (int ii = 0; ii < (best == CPU_ISA_REF ? 1 : 2); ii++)
+    for (int ii = 0; ii < nisa; ii++)
         for (int tj = 0; tj < 2; tj++) {
             check_multi(&g, isas[ii], 1024, tj ? 3 : 1, tp);
             check_multi(&g, isas[ii], 2048, 1, NULL);
         }
-    if (best < CPU_ISA_AVX512) printf("note: no AVX-512 VNNI here, X8 kernels not exercised (reference only)\n");
+    if (best < CPU_ISA_AVX512) printf("note: no AVX-512 VNNI here, the AVX-512 X8 kernels not exercised\n");
+    if (best < CPU_ISA_AVX2) printf("note: no AVX2 here, X8 kernels not exercised (reference only)\n");
     threadpool_destroy(tp);
     return test_end();
 }

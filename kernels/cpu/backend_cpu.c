@@ -27,12 +27,12 @@ static struct cpu_ctx *CTX(struct backend *be) { return (struct cpu_ctx *)be->ct
 
 static bool cpu_supports(const struct backend *be, enum qtype t) { return cpu_matmul_supports(t); }
 
-// X8 for the native int8 types when the X8 kernels run here (AVX-512 VNNI) and a row is whole
+// X8 for the native int8 types when X8 kernels run here (AVX-512 VNNI or AVX2) and a row is whole
 // superblocks; LLM_REPACK=0 keeps the natural layout (A/B benchmarks, docs/KERNELS.md)
 static enum qtype cpu_matrix_layout(const struct backend *be, enum qtype t, int64_t n) {
     const char *env = getenv("LLM_REPACK");
     int x8 = qtype_x8_of(t);
-    if (x8 < 0 || n % X8_WEIGHTS != 0 || CTX((struct backend *)be)->isa != CPU_ISA_AVX512 || (env && env[0] == '0'))
+    if (x8 < 0 || n % X8_WEIGHTS != 0 || (CTX((struct backend *)be)->isa != CPU_ISA_AVX512 && CTX((struct backend *)be)->isa != CPU_ISA_AVX2) || (env && env[0] == '0'))
         return t;
     return (enum qtype)x8;
 }

@@ -141,6 +141,7 @@ static mm_rows_fn select_fn(enum cpu_isa isa, enum qtype wt, int64_t t, int64_t 
     mm_rows_fn fn = tab[wt];
     if (!fn) fn = mm_rows_avx2[wt];   // an AVX-512 table entry may be missing: AVX2 runs there too
     if (isa == CPU_ISA_AVX512 && mm_rows_x8[wt]) fn = mm_rows_x8[wt];
+    if (isa == CPU_ISA_AVX2 && mm_rows_x8_avx2[wt]) fn = mm_rows_x8_avx2[wt];
     if (!fn || isa == CPU_ISA_REF) fn = mm_rows_ref[wt];
     *align = 8;
     if (isa == CPU_ISA_AVX512 && mm_uses_xq8(wt) && t >= AMX_MIN_T && mm_rows_amx[wt] && cpu_amx_available()) {

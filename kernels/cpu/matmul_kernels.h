@@ -56,6 +56,9 @@ extern const mm_rows_fn mm_rows_avx512[QT_COUNT];
 /* The X8 kernels (kernels/cpu/matmul_x8.c, AVX-512 VNNI): entries for QT_Q*_X8 only, merged into
  * mm_rows_avx512 by the dispatcher. */
 extern const mm_rows_fn mm_rows_x8[QT_COUNT];
+/* The X8 kernels for AVX2 CPUs (kernels/cpu/matmul_x8_avx2.c): QT_Q*_X8 entries, used when
+ * isa == CPU_ISA_AVX2. */
+extern const mm_rows_fn mm_rows_x8_avx2[QT_COUNT];
 
 /* Intel AMX-INT8 prefill kernels (kernels/cpu/matmul_amx.c, docs/AMX.md): entries for the int8-activation
  * types only; used by cpu_matmul when isa == CPU_ISA_AVX512, t >= AMX_MIN_T and cpu_amx_available().
