@@ -27,12 +27,14 @@ static struct cpu_ctx *CTX(struct backend *be) { return (struct cpu_ctx *)be->ct
 
 static bool cpu_supports(const struct backend *be, enum qtype t) { return cpu_matmul_supports(t); }
 
-// X8 for the native int8 types when X8 kernels run here (AVX-512 VNNI or AVX2) and a row is whole
-// superblocks; LLM_REPACK=0 keeps the natural layout (A/B benchmarks, docs/KERNELS.md)
+// X8 for the native int8 types when X8 kernels run here and a row is whole superblocks: by default
+// on AVX-512 VNNI only; LLM_REPACK=1 also on AVX2 (the AVX2 X8 kernels measured ~2x SLOWER than the
+// natural ones in a first ./llm-bench --sweep on a Zen 1 host, cause not yet found); LLM_REPACK=0
+// keeps the natural layout (A/B benchmarks, docs/KERNELS.md)
 static enum qtype cpu_matrix_layout(const struct backend *be, enum qtype t, int64_t n) {
     const char *env = getenv("LLM_REPACK");
     int x8 = qtype_x8_of(t);
-    if (x8 < 0 || n % X8_WEIGHTS != 0 || (CTX((struct backend *)be)->isa != CPU_ISA_AVX512 && CTX((struct backend *)be)->isa != CPU_ISA_AVX2) || (env && env[0] == '0'))
+    if (x8 < 0 || n % X8_WEIGHTS != 0 || (CTX((struct backend *)be)->isa != CPU_ISA_AVX512 && !(CTX((struct backend *)be)->isa == CPU_ISA_AVX2 && env && env[0] == '1')) || (env && env[0] == '0'))
         return t;
     return (enum qtype)x8;
 }
