@@ -177,6 +177,7 @@ struct bench_e2e_opts {
     int reps;
     bool no_kv_cache;                          // also run the naive (re-prefill) decode
     bool roof_cached;                          // --roof cached: the cached probe, not a fresh one
+    bool roof_paired;                          // --roof paired (default): tg vs read passes between tokens
     int n_gpu_layers;
     const char *quant_method;                  // "rtn" or "opt" for -q; NULL = engine default
     enum bench_fmt fmt;

@@ -8,8 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdatomic.h>
+
 #include "bench/bench.h"
 #include "engine/engine.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/threadpool.h"
 
 #define TG_PROMPT 4   // tokens in the KV cache before a tg test starts timing
 
@@ -27,7 +31,8 @@ struct e2e_row {
     double roof_gbs, roof_gflops;   // the roof used (fresh: the higher of the probes before and after)
     double roof_before, roof_after; // fresh read probes around this engine's tests (0: cached roof)
     double pct_best;                // % of the roof of the fastest rep (fresh tg: the best rep ratio)
-    double roof_lo, roof_hi;        // fresh tg: the lowest and highest per-rep probe
+    double roof_lo, roof_hi;        // fresh / paired tg: the lowest and highest per-rep roof
+    bool paired;                    // tg rated against paired read passes between the tokens
     bool mem_roof;
     size_t bytes_per_token, weight_bytes, kv_bytes, peak_rss;
     double load_s;
@@ -77,6 +82,116 @@ static void fmt_params(double p, char *buf, size_t cap) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Paired read probe (--roof paired, the default on the CPU backend): after every decoded token, one
+// read pass over the engine's own weight buffers, the bytes a token streams, on the engine's own
+// thread pool. The shared host's bandwidth swings by 2x within seconds (a 545 MB read pass timed
+// back to back gave 24-58 GB/s in 20 s on 2026-12-03), so a probe even one second away measures
+// another machine; a pass ~20 ms after the token sees the same one. The pass cycles through the
+// stream probe's plain, L2-prefetched and L2+L1-prefetched loops (the kernels' patterns); the roof
+// of a rep is the fastest loop's bytes / time over that rep's passes.
+
+#define PAIR_SEG_BYTES ((size_t)1 << 20)   // guided unit: 1 MiB (~40 us), the tail wait stays < 0.5%
+
+struct pair_probe {
+    struct threadpool *tp;
+    const uint8_t **seg;   // the weights in forward order, cut into segments of <= PAIR_SEG_BYTES
+    size_t *seg_bytes;
+    int n_seg;
+    size_t bytes;          // sum of seg_bytes
+    int loop;              // 0 plain, 1 L2 prefetch, 2 L2 + L1 prefetch
+    _Atomic int next;
+    uint64_t sink[BENCH_MAX_THREADS * 8];
+    double sec[3];         // this rep: time in each loop
+    int passes[3];
+};
+
+static void pair_worker(void *arg, int ith, int nth) {
+    struct pair_probe *pp = arg;
+    const bool avx2 = __builtin_cpu_supports("avx2");
+    uint64_t s = 0;
+    (void)nth;
+    for (int i; (i = atomic_fetch_add_explicit(&pp->next, 1, memory_order_relaxed)) < pp->n_seg;) {
+        const uint64_t *w = (const uint64_t *)pp->seg[i];
+        const size_t words = pp->seg_bytes[i] / 8;
+        if (!avx2)
+            for (size_t k = 0; k < words; k++) s += w[k];
+        else
+            s += pp->loop == 0 ? read_sum_avx2(w, words) : pp->loop == 1 ? read_sum_pf_l2_avx2(w, words)
+                                                                        : read_sum_pf_l2l1_avx2(w, words);
+    }
+    pp->sink[ith * 8] += s;
+}
+
+static void pair_pass(struct pair_probe *pp) {
+    atomic_store_explicit(&pp->next, 0, memory_order_relaxed);
+    const double t0 = bench_now();
+    threadpool_run(pp->tp, pair_worker, pp);
+    pp->sec[pp->loop] += bench_now() - t0;
+    pp->passes[pp->loop]++;
+    pp->loop = (pp->loop + 1) % 3;
+}
+
+// this rep's roof, GB/s: the fastest loop (0 if a loop never ran)
+static double pair_roof(const struct pair_probe *pp) {
+    double best = 0;
+    for (int k = 0; k < 3; k++)
+        if (pp->passes[k] && pp->sec[k] > 0 && (double)pp->bytes * pp->passes[k] / pp->sec[k] / 1e9 > best)
+            best = (double)pp->bytes * pp->passes[k] / pp->sec[k] / 1e9;
+    return best;
+}
+
+static void pair_free(struct pair_probe *pp) {
+    if (!pp) return;
+    free(pp->seg);
+    free(pp->seg_bytes);
+    free(pp);
+}
+
+/* NULL (and a note on stderr) when the engine is not on the CPU backend or its weights are not in
+ * host memory: --roof paired then falls back to fresh probes */
+static struct pair_probe *pair_make(struct engine *en) {
+    struct threadpool *tp = backend_cpu_pool(engine_backend(en));
+    struct tensor_view *v = NULL;
+    int n = 0;
+    struct err e = {0};
+    if (!tp || engine_tensor_views(en, &v, &n, &e) != 0) {
+        fprintf(stderr, "bench: paired read probe needs the CPU backend; using fresh probes\n");
+        return NULL;
+    }
+    const bool tied = engine_config(en)->tied_output;
+    struct pair_probe *pp = calloc(1, sizeof *pp);
+    size_t cap = 0;
+    for (int i = 0; i < n; i++) cap += v[i].nbytes / PAIR_SEG_BYTES + 1;
+    if (pp) {
+        pp->seg = malloc(cap * sizeof *pp->seg);
+        pp->seg_bytes = malloc(cap * sizeof *pp->seg_bytes);
+    }
+    if (!pp || !pp->seg || !pp->seg_bytes) {
+        free(v);
+        pair_free(pp);
+        return NULL;
+    }
+    pp->tp = tp;
+    // forward order: the layers, then the final norm and the head (views list the embedding, the
+    // final norm and an untied head first); the embedding table is read only as a tied head, as in
+    // engine_weight_bytes_per_token
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            const bool global = strncmp(v[i].name, "blk.", 4) != 0;
+            if (global != (pass == 1)) continue;
+            if (!strcmp(v[i].name, "token_embd.weight") && !tied) continue;
+            for (size_t off = 0; off < v[i].nbytes; off += PAIR_SEG_BYTES) {
+                const size_t b = v[i].nbytes - off < PAIR_SEG_BYTES ? v[i].nbytes - off : PAIR_SEG_BYTES;
+                pp->seg[pp->n_seg] = (const uint8_t *)v[i].data + off;
+                pp->seg_bytes[pp->n_seg++] = b & ~(size_t)7;
+                pp->bytes += b & ~(size_t)7;
+            }
+        }
+    free(v);
+    return pp;
+}
+
+// ------------------------------------------------------------------------------------------------
 // Tests
 
 static int run_pp(struct engine *en, int n, struct bench_rng *g, float *logits, double *sec,
@@ -95,19 +210,30 @@ static int run_pp(struct engine *en, int n, struct bench_rng *g, float *logits, 
 /* Decode n tokens after TG_PROMPT. naive: every step runs the whole sequence from position 0 (the
  * KV cache is simply overwritten), i.e. what generation costs without a cache. */
 static int run_tg(struct engine *en, int n, bool naive, struct bench_rng *g, float *logits,
-                  double *sec, struct err *e) {
+                  double *sec, struct pair_probe *pp, struct err *e) {
     int vocab = engine_config(en)->vocab_size, len = TG_PROMPT + n;
     int32_t *tok = malloc((size_t)len * sizeof *tok);
     if (!tok) return ERR(e, ERR_OOM, "tokens");
     for (int i = 0; i < len; i++) tok[i] = (int32_t)(bench_rng_u64(g) % (uint64_t)vocab);
     int rc = naive ? 0 : engine_forward(en, tok, TG_PROMPT, 0, logits, false, e);
+    if (pp) {   // paired: a probe pass before the first token and after every token; tokens timed alone
+        memset(pp->sec, 0, sizeof pp->sec);
+        memset(pp->passes, 0, sizeof pp->passes);
+        pair_pass(pp);
+    }
+    *sec = 0;
     double t0 = bench_now();
     for (int i = 0; !rc && i < n; i++) {
         int pos = TG_PROMPT + i;
         rc = naive ? engine_forward(en, tok, pos + 1, 0, logits, false, e)
                    : engine_forward(en, tok + pos, 1, pos, logits, false, e);
+        if (pp) {
+            *sec += bench_now() - t0;
+            pair_pass(pp);
+            t0 = bench_now();
+        }
     }
-    *sec = bench_now() - t0;
+    if (!pp) *sec = bench_now() - t0;
     free(tok);
     return rc;
 }
@@ -124,18 +250,25 @@ static double probe_read(int threads) {
 }
 
 /* roof (NULL: none): a read probe before the first rep and after every rep, roof[0 .. reps], so
- * each rep has the probes on either side of it */
+ * each rep has the probes on either side of it. pp (tg only, NULL: none): paired probe passes
+ * between the tokens, and pair_roof[r] = rep r's roof (GB/s) */
 static int measure(struct engine *en, bool is_tg, bool naive, int n, int reps, struct bench_rng *g,
                    float *logits, struct bench_stats *out, double *tps, double *roof, int threads,
-                   struct err *e) {
+                   struct pair_probe *pp, double *pair_roof_out, struct err *e) {
     if (roof && (roof[0] = probe_read(threads)) < 0) return ERR(e, ERR_OOM, "bandwidth probe buffer");
     for (int r = 0; r < reps; r++) {
-        double sec;
-        int rc = is_tg ? run_tg(en, n, naive, g, logits, &sec, e) : run_pp(en, n, g, logits, &sec, e);
+        double sec = 0;
+        int rc = is_tg ? run_tg(en, n, naive, g, logits, &sec, pp, e) : run_pp(en, n, g, logits, &sec, e);
         if (rc) return rc;
         tps[r] = n / sec;
-        fprintf(stderr, "  %s%d%s rep %d/%d: %.2f t/s\n", is_tg ? "tg" : "pp", n,
-                naive ? " (no KV cache)" : "", r + 1, reps, tps[r]);
+        if (pp) {
+            pair_roof_out[r] = pair_roof(pp);
+            fprintf(stderr, "  tg%d rep %d/%d: %.2f t/s, paired read probe %.1f GB/s\n", n, r + 1, reps, tps[r],
+                    pair_roof_out[r]);
+        } else {
+            fprintf(stderr, "  %s%d%s rep %d/%d: %.2f t/s\n", is_tg ? "tg" : "pp", n, naive ? " (no KV cache)" : "",
+                    r + 1, reps, tps[r]);
+        }
         if (roof && (roof[r + 1] = probe_read(threads)) < 0) return ERR(e, ERR_OOM, "bandwidth probe buffer");
     }
     *out = bench_stats_of(tps, reps);
@@ -175,13 +308,22 @@ static void print_md(const struct e2e_row *rows, int n, bool naive, const struct
                r->bytes_per_token / 1e9, r->kv_bytes / 1048576.0, r->peak_rss / 1073741824.0, r->load_s);
     }
     if (n && rows[0].roof_before > 0) {
-        printf("- roofline: %s; fresh probes (./llm-bench --stream's read loops, best of four; FMA as "
-               "--stream): tg = the mean over reps of each rep's GB/s / the higher of the read probes just "
-               "before and after it; pp = vs the higher FMA probe before / after the model's tests:", sr->cpu);
+        bool any_paired = false, any_fresh = false;
+        for (int i = 0; i < n; i++) any_paired |= rows[i].paired, any_fresh |= rows[i].is_tg && !rows[i].paired;
+        printf("- roofline: %s;", sr->cpu);
+        if (any_paired)
+            printf(" tg (paired) = the mean over reps of each rep's GB/s / the read rate of its paired passes "
+                   "(after every token, one read pass over the engine's weights on its threads; plain, L2- and "
+                   "L2+L1-prefetched loops in turn, the fastest counts);");
+        if (any_fresh)
+            printf(" tg (fresh) = the mean over reps of each rep's GB/s / the higher of the read probes "
+                   "(./llm-bench --stream's read loops, best of four) just before and after it;");
+        printf(" pp = vs the higher FMA probe (as --stream) before / after the model's tests:");
         for (int i = 0; i < n; i++) {
             const struct e2e_row *r = &rows[i];
             if (r->is_tg && r->roof_hi > 0)
-                printf(" %s %d thr %s: read %.1f-%.1f GB/s;", r->type, r->threads, r->test, r->roof_lo, r->roof_hi);
+                printf(" %s %d thr %s: read %.1f-%.1f GB/s%s;", r->type, r->threads, r->test, r->roof_lo, r->roof_hi,
+                       r->paired ? " (paired)" : "");
             else if (!r->is_tg)
                 printf(" %s %d thr %s: %.0f GFLOP/s;", r->type, r->threads, r->test, r->roof_gflops);
         }
@@ -301,10 +443,12 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
             sanitize(base.model);
             type_name(en, o->quant_bits[qi], base.params, base.type, sizeof base.type);
             struct roofline rf = stream_roofline(&sr, o->threads[ti]);
+            struct pair_probe *pp = o->roof_paired && !o->roof_cached && o->n_tg ? pair_make(en) : NULL;
             const int row0 = n_rows;
             double warm;   // one short untimed pass: page faults, thread wake-up (llama-bench does too)
             if (!logits || (rc = run_pp(en, TG_PROMPT, &g, logits, &warm, &e))) {
                 fprintf(stderr, "bench: %s\n", logits ? e.msg : "out of memory");
+                pair_free(pp);
                 free(logits);
                 engine_free(en);
                 rc = rc ? rc : 1;
@@ -317,23 +461,25 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                 int n = r->is_tg ? o->tg[k - o->n_pp] : o->pp[k];
                 snprintf(r->test, sizeof r->test, "%s%d", r->is_tg ? "tg" : "pp", n);
                 double tps[BENCH_MAX_REPS], roof[BENCH_MAX_REPS + 1], tps_naive[BENCH_MAX_REPS];
-                const bool per_rep = r->is_tg && !o->roof_cached;
+                const bool paired = r->is_tg && pp, per_rep = r->is_tg && !o->roof_cached && !pp;
                 rc = measure(en, r->is_tg, false, n, o->reps, &g, logits, &r->tps, tps, per_rep ? roof : NULL,
-                             o->threads[ti], &e);
+                             o->threads[ti], paired ? pp : NULL, roof, &e);
                 if (!rc && r->is_tg && o->no_kv_cache)
-                    rc = measure(en, true, true, n, o->reps, &g, logits, &r->naive, tps_naive, NULL, o->threads[ti], &e);
-                if (!rc && per_rep) {   // each rep against the higher probe on either side of it
+                    rc = measure(en, true, true, n, o->reps, &g, logits, &r->naive, tps_naive, NULL, o->threads[ti],
+                                 NULL, NULL, &e);
+                if (!rc && (per_rep || paired)) {   // each rep against its paired passes / the higher probe beside it
                     double sum = 0, best = 0, lo = 1e30, hi = 0;
                     for (int k = 0; k < o->reps; k++) {
-                        const double rr = roof[k] > roof[k + 1] ? roof[k] : roof[k + 1];
+                        const double rr = paired ? roof[k] : roof[k] > roof[k + 1] ? roof[k] : roof[k + 1];
                         const double pct = 100.0 * (double)r->bytes_per_token * tps[k] / 1e9 / rr;
                         sum += pct;
                         best = pct > best ? pct : best;
                     }
-                    for (int k = 0; k <= o->reps; k++) {
+                    for (int k = 0; k < o->reps + !paired; k++) {
                         lo = roof[k] < lo ? roof[k] : lo;
                         hi = roof[k] > hi ? roof[k] : hi;
                     }
+                    r->paired = paired;
                     r->pct = sum / o->reps;
                     r->pct_best = best;
                     r->roof_lo = lo;
@@ -374,6 +520,7 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                     r->mem_roof = false;
                 }
             }
+            pair_free(pp);
             free(logits);
             engine_free(en);
         }

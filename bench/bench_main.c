@@ -31,9 +31,11 @@ static void usage(FILE *f) {
         "  -t LIST           thread counts (default: all %d cores)\n"
         "  -r N              repetitions per test, mean +- stddev (default 3)\n"
         "  --no-kv-cache     also time decode without a KV cache (re-run the prefix each token)\n"
-        "  --roof fresh|cached  %%roof against a read/FMA probe run just before and after each\n"
-        "                    model's tests, the higher of the two (fresh, default: the shared\n"
-        "                    host drifts 10-20%% within the hour), or the cached --stream result\n"
+        "  --roof paired|fresh|cached  decode %%roof against: a read pass over the model's own\n"
+        "                    weights after every token (paired, default on the CPU backend: the\n"
+        "                    shared host's bandwidth swings 2x within seconds); read probes before\n"
+        "                    and after each rep (fresh); or the cached --stream result. Prefill\n"
+        "                    uses FMA probes before and after the model's tests (cached: the cache)\n"
         "  --quant-method M  rtn or opt: how -q quantizes at load (default: the engine's, opt);\n"
         "                    speed does not depend on it, rtn loads faster\n"
         "  -ngl N            layers on the GPU; N > 0 selects the CUDA backend (default 0)\n"
@@ -128,7 +130,7 @@ static int drop_zeros(int *v, int n) {
 
 int main(int argc, char **argv) {
     enum { MODE_NONE, MODE_E2E, MODE_STREAM, MODE_KERNELS, MODE_SWEEP, MODE_MAKE } mode = MODE_NONE;
-    struct bench_e2e_opts eo = {.n_quant = 1, .pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1,
+    struct bench_e2e_opts eo = {.n_quant = 1, .pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .roof_paired = true,
                                 .reps = 3, .seed = 42};
     struct bench_kernel_opts ko = {.min_seconds = 0.5, .seed = 42};
     bool q_given = false;
@@ -159,8 +161,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--no-kv-cache")) eo.no_kv_cache = true;
         else if (!strcmp(a, "--roof")) {
             const char *v = NEXT_ARG;
-            if (strcmp(v, "fresh") && strcmp(v, "cached")) die("bad --roof '%s' (fresh or cached)", v);
+            if (strcmp(v, "paired") && strcmp(v, "fresh") && strcmp(v, "cached"))
+                die("bad --roof '%s' (paired, fresh or cached)", v);
             eo.roof_cached = !strcmp(v, "cached");
+            eo.roof_paired = !strcmp(v, "paired");
         }
         else if (!strcmp(a, "--quant-method")) {
             eo.quant_method = NEXT_ARG;

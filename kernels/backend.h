@@ -84,6 +84,9 @@ struct backend {
 
 /* CPU backend with a persistent thread pool of n_threads (0 = all cores). NULL on OOM. */
 struct backend *backend_cpu_create(int n_threads, struct err *e);
+/* The CPU backend's thread pool (kernels/cpu/threadpool.h), NULL for any other backend: tools that
+ * time work next to the engine's (./llm-bench's paired read probe) run it on the same threads. */
+struct threadpool *backend_cpu_pool(struct backend *be);
 /* CUDA backend on device `device`; ERR_BACKEND with a clear message if no GPU or no CUDA build. */
 struct backend *backend_cuda_create(int device, struct err *e);
 bool backend_cuda_available(void);   // compiled with CUDA and a device is present

@@ -368,6 +368,8 @@ static const struct backend_ops cpu_ops = {
     .add = cpu_add,
 };
 
+struct threadpool *backend_cpu_pool(struct backend *be) { return be && be->ops == &cpu_ops ? CTX(be)->tp : NULL; }
+
 struct backend *backend_cpu_create(int n_threads, struct err *e) {
     if (n_threads <= 0) n_threads = cpu_count();
     struct backend *be = calloc(1, sizeof *be);
