@@ -76,6 +76,7 @@ static inline float bench_rng_uniform(struct bench_rng *g, float lo, float hi) {
 struct roofline {
     double peak_gbs;      // read bandwidth, GB/s (the roof for decode: weights are only read)
     double peak_gflops;   // fp32 FMA peak, GFLOP/s
+    double peak_gops;     // int8 dot-product peak (VPDPBUSD, else VPMADDUBSW+VPMADDWD), GOP/s; 0 = none
 };
 
 struct stream_result {
@@ -86,6 +87,7 @@ struct stream_result {
     double read_gbs[BENCH_MAX_LIST];      // p90 of 64 MiB chunks over reps: bytes read / s
     double copy_gbs[BENCH_MAX_LIST];      // same: (bytes read + bytes written) / s
     double fma_gflops[BENCH_MAX_LIST];    // best short block, summed over threads; 2 flops/lane
+    double int8_gops[BENCH_MAX_LIST];     // same for the int8 dot loop; 2 ops per u8 x s8 product
     size_t buf_bytes;                     // probe buffer size
 };
 
@@ -109,6 +111,11 @@ void bench_cpu_model(char *buf, size_t cap);
 
 /* fp32 FMA peak of one thread, GFLOP/s (the widest of the AVX-512, AVX2+FMA and scalar loops the CPU runs). */
 double fma_peak_one_thread(double seconds);
+/* int8 dot-product peak of one thread, GOP/s: VPDPBUSD (AVX-512 VNNI) or the AVX2 VPMADDUBSW +
+ * VPMADDWD + VPADDD step the int8 kernels use; 0 without AVX2. (AMX, where present, is far above.) */
+double dp_peak_one_thread(double seconds);
+double dp_peak_avx2(double seconds);
+double dp_peak_avx512(double seconds);   // only with avx512vnni
 // bench/bench_simd_avx2.c: only call these if the CPU has AVX2 and FMA
 double fma_peak_avx2(double seconds);
 uint64_t read_sum_avx2(const uint64_t *p, size_t n);

@@ -13,6 +13,7 @@
 #include "bench/bench.h"
 #include "engine/engine.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/matmul_kernels.h"
 #include "kernels/cpu/threadpool.h"
 
 #define TG_PROMPT 4   // tokens in the KV cache before a tg test starts timing
@@ -33,7 +34,8 @@ struct e2e_row {
     double pct_best;                // % of the roof of the fastest rep (fresh tg: the best rep ratio)
     double roof_lo, roof_hi;        // fresh / paired tg: the lowest and highest per-rep roof
     bool paired;                    // tg rated against paired read passes between the tokens
-    bool mem_roof;
+    const char *roof_kind;          // "mem" (tg), "fma" (pp, float weights) or "int8" (pp, int8 activations)
+    double roof_gops;               // pp on int8 kernels: the int8 dot peak used
     size_t bytes_per_token, weight_bytes, kv_bytes, peak_rss;
     double load_s;
 };
@@ -76,6 +78,20 @@ static void type_name(struct engine *en, int quant_bits, double params, char *bu
     snprintf(buf, cap, "%s%s", qtype_traits[v->type].name, as);
 }
 
+/* Whether the engine's layer matrices run int8-activation kernels (the native q8/q4/q3/q2 types and
+ * their X8 layouts): their prefill is rated against the int8 dot peak, not the fp32 FMA peak. */
+static bool int8_compute(struct engine *en) {
+    struct tensor_view *v = NULL;
+    int n = 0;
+    struct err e = {0};
+    if (engine_compute_views(en, &v, &n, &e) != 0) return false;
+    bool r = false;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v[i].name, "blk.0.ffn_down.weight")) r = mm_uses_xq8(v[i].type);
+    free(v);
+    return r;
+}
+
 static void fmt_params(double p, char *buf, size_t cap) {
     if (p >= 1e9) snprintf(buf, cap, "%.2f B", p / 1e9);
     else snprintf(buf, cap, "%.1f M", p / 1e6);
@@ -83,7 +99,7 @@ static void fmt_params(double p, char *buf, size_t cap) {
 
 // ------------------------------------------------------------------------------------------------
 // Paired read probe (--roof paired, the default on the CPU backend): after every decoded token, one
-// read pass over the engine's own weight buffers, the bytes a token streams, on the engine's own
+// read pass over the engine's own weight buffers (the very pages the kernels read), the bytes a token streams, on the engine's own
 // thread pool. The shared host's bandwidth swings by 2x within seconds (a 545 MB read pass timed
 // back to back gave 24-58 GB/s in 20 s on 2026-12-03), so a probe even one second away measures
 // another machine; a pass ~20 ms after the token sees the same one. The pass cycles through the
@@ -154,7 +170,7 @@ static struct pair_probe *pair_make(struct engine *en) {
     struct tensor_view *v = NULL;
     int n = 0;
     struct err e = {0};
-    if (!tp || engine_tensor_views(en, &v, &n, &e) != 0) {
+    if (!tp || engine_compute_views(en, &v, &n, &e) != 0) {
         fprintf(stderr, "bench: paired read probe needs the CPU backend; using fresh probes\n");
         return NULL;
     }
@@ -290,7 +306,7 @@ static void print_md(const struct e2e_row *rows, int n, bool naive, const struct
         fmt_params(r->params, params, sizeof params);
         printf("| %s | %.2f GiB | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f%% %s | %.2f | %.1f%% |", r->model,
                r->size_gib, params, r->type, r->threads, r->test, r->tps.mean,
-               r->tps.stddev, r->gbs, r->pct, r->mem_roof ? "mem" : "fma", r->tps.max, r->pct_best);
+               r->tps.stddev, r->gbs, r->pct, r->roof_kind, r->tps.max, r->pct_best);
         if (naive) {
             if (r->naive.n) printf(" %.2f ± %.2f | %.2fx |", r->naive.mean, r->naive.stddev,
                                    r->tps.mean / r->naive.mean);
@@ -325,26 +341,28 @@ static void print_md(const struct e2e_row *rows, int n, bool naive, const struct
                 printf(" %s %d thr %s: read %.1f-%.1f GB/s%s;", r->type, r->threads, r->test, r->roof_lo, r->roof_hi,
                        r->paired ? " (paired)" : "");
             else if (!r->is_tg)
-                printf(" %s %d thr %s: %.0f GFLOP/s;", r->type, r->threads, r->test, r->roof_gflops);
+                printf(" %s %d thr %s: %.0f %s;", r->type, r->threads, r->test, r->roof_gops > 0 ? r->roof_gops : r->roof_gflops,
+                       r->roof_gops > 0 ? "int8 GOP/s" : "GFLOP/s");
         }
     } else {
         printf("- roofline (cached, --roof cached): %s; read roof per thread count:", sr->cpu);
         for (int i = 0; i < sr->n; i++)
             printf(" %d: %.1f GB/s / %.0f GFLOP/s;", sr->threads[i], sr->read_gbs[i], sr->fma_gflops[i]);
     }
-    printf("\n- %%roof: tg = GB/s / read roof (mem); pp = 2 x matmul params x t/s / FMA roof (fma)\n");
+    printf("\n- %%roof: tg = GB/s / read roof (mem); pp = 2 x matmul params x t/s / the fp32 FMA peak (fma) or, for "
+           "int8-activation kernels, the int8 dot peak (int8: VPDPBUSD, else VPMADDUBSW + VPMADDWD; AMX is faster still)\n");
 }
 
 static void print_csv(const struct e2e_row *rows, int n) {
     printf("model,size_bytes,params,type,threads,test,tps_mean,tps_sd,tps_median,reps,gbs,pct_roof,"
-           "roof,naive_tps_mean,naive_tps_sd,bytes_per_token,kv_bytes,peak_rss,load_s,roof_gbs,roof_gflops\n");
+           "roof,naive_tps_mean,naive_tps_sd,bytes_per_token,kv_bytes,peak_rss,load_s,roof_gbs,roof_gflops,roof_gops\n");
     for (int i = 0; i < n; i++) {
         const struct e2e_row *r = &rows[i];
-        printf("%s,%zu,%.0f,%s,%d,%s,%.4f,%.4f,%.4f,%d,%.3f,%.2f,%s,%.4f,%.4f,%zu,%zu,%zu,%.2f,%.3f,%.1f\n",
+        printf("%s,%zu,%.0f,%s,%d,%s,%.4f,%.4f,%.4f,%d,%.3f,%.2f,%s,%.4f,%.4f,%zu,%zu,%zu,%.2f,%.3f,%.1f,%.1f\n",
                r->model, r->weight_bytes, r->params, r->type, r->threads, r->test, r->tps.mean,
-               r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->mem_roof ? "mem" : "fma",
+               r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->roof_kind,
                r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss, r->load_s,
-               r->roof_gbs, r->roof_gflops);
+               r->roof_gbs, r->roof_gflops, r->roof_gops);
     }
 }
 
@@ -357,11 +375,11 @@ static void print_json(const struct e2e_row *rows, int n) {
                "\"tps_median\": %.4f, \"reps\": %d, \"gbs\": %.3f, \"pct_roof\": %.2f, "
                "\"roof\": \"%s\", \"naive_tps_mean\": %.4f, \"naive_tps_sd\": %.4f, "
                "\"bytes_per_token\": %zu, \"kv_bytes\": %zu, \"peak_rss\": %zu, \"load_s\": %.2f, "
-               "\"roof_gbs\": %.3f, \"roof_gflops\": %.1f}%s\n",
+               "\"roof_gbs\": %.3f, \"roof_gflops\": %.1f, \"roof_gops\": %.1f}%s\n",
                r->model, r->weight_bytes, r->params, r->type, r->threads, r->test, r->tps.mean,
-               r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->mem_roof ? "mem" : "fma",
+               r->tps.stddev, r->tps.median, r->tps.n, r->gbs, r->pct, r->roof_kind,
                r->naive.mean, r->naive.stddev, r->bytes_per_token, r->kv_bytes, r->peak_rss,
-               r->load_s, r->roof_gbs, r->roof_gflops, i + 1 < n ? "," : "");
+               r->load_s, r->roof_gbs, r->roof_gflops, r->roof_gops, i + 1 < n ? "," : "");
     }
     printf("]\n");
 }
@@ -445,6 +463,7 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
             struct roofline rf = stream_roofline(&sr, o->threads[ti]);
             struct pair_probe *pp = o->roof_paired && !o->roof_cached && o->n_tg ? pair_make(en) : NULL;
             const int row0 = n_rows;
+            const bool int8 = int8_compute(en);
             double warm;   // one short untimed pass: page faults, thread wake-up (llama-bench does too)
             if (!logits || (rc = run_pp(en, TG_PROMPT, &g, logits, &warm, &e))) {
                 fprintf(stderr, "bench: %s\n", logits ? e.msg : "out of memory");
@@ -497,6 +516,7 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
             if (!o->roof_cached) {   // the higher probe of the two: the lower, conservative ratio
                 rf.peak_gbs = before.peak_gbs > after.peak_gbs ? before.peak_gbs : after.peak_gbs;
                 rf.peak_gflops = before.peak_gflops > after.peak_gflops ? before.peak_gflops : after.peak_gflops;
+                rf.peak_gops = before.peak_gops > after.peak_gops ? before.peak_gops : after.peak_gops;
             }
             for (int k = row0; k < n_rows; k++) {
                 struct e2e_row *r = &rows[k];
@@ -506,7 +526,7 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                 if (!o->roof_cached) r->roof_before = before.peak_gbs, r->roof_after = after.peak_gbs;
                 if (r->is_tg) {   // every token streams all weights once: a bandwidth roof
                     r->gbs = (double)r->bytes_per_token * r->tps.mean / 1e9;
-                    r->mem_roof = true;
+                    r->roof_kind = "mem";
                     if (r->roof_hi > 0) {   // per-rep probes (set above): the mean of the rep ratios
                         r->roof_gbs = (double)r->bytes_per_token * r->tps.mean / 1e9 / (r->pct / 100.0);
                         continue;
@@ -515,9 +535,11 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                     r->pct_best = r->tps.mean > 0 ? r->pct * r->tps.max / r->tps.mean : 0;
                 } else {          // one pass reads the weights once for n tokens: a compute roof
                     r->gbs = (double)r->bytes_per_token * r->tps.mean / n / 1e9;
-                    r->pct = 100.0 * 2.0 * mm_params * r->tps.mean / 1e9 / rf.peak_gflops;
+                    const bool i8 = int8 && rf.peak_gops > 0;
+                    r->pct = 100.0 * 2.0 * mm_params * r->tps.mean / 1e9 / (i8 ? rf.peak_gops : rf.peak_gflops);
                     r->pct_best = r->tps.mean > 0 ? r->pct * r->tps.max / r->tps.mean : 0;
-                    r->mem_roof = false;
+                    r->roof_kind = i8 ? "int8" : "fma";
+                    r->roof_gops = i8 ? rf.peak_gops : 0;
                 }
             }
             pair_free(pp);

@@ -232,11 +232,11 @@ int main(int argc, char **argv) {
         struct stream_result r;
         if (stream_measure(&r, threads, n_threads, (size_t)size_mib << 20, reps > 0 ? reps : 5, true))
             return 1;
-        printf("| threads | read GB/s | copy GB/s | FMA GFLOP/s |\n| ------: | --------: | --------: | "
-               "----------: |\n");
+        printf("| threads | read GB/s | copy GB/s | FMA GFLOP/s | int8 GOP/s |\n| ------: | --------: | --------: | "
+               "----------: | ---------: |\n");
         for (int i = 0; i < r.n; i++)
-            printf("| %d | %.1f | %.1f | %.1f |\n", r.threads[i], r.read_gbs[i], r.copy_gbs[i],
-                   r.fma_gflops[i]);
+            printf("| %d | %.1f | %.1f | %.1f | %.1f |\n", r.threads[i], r.read_gbs[i], r.copy_gbs[i],
+                   r.fma_gflops[i], r.int8_gops[i]);
         char path[1024] = "?";
         stream_cache_path(path, sizeof path);
         printf("\ncpu: %s; buffer %.2f GiB; GB = 1e9 bytes; copy counts read + written bytes\n", r.cpu,

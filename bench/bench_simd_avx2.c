@@ -74,3 +74,39 @@ uint64_t read_sum_pf_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 
 uint64_t read_sum_pf_l2_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 2); }
 // the decode kernels' pattern since they also prefetch into L1 (kernels/cpu/matmul_x8_avx512.c)
 uint64_t read_sum_pf_l2l1_avx2(const uint64_t *p, size_t n) { return read_loop(p, n, 3); }
+
+// int8 dot-product peak of one thread with AVX2 (no VNNI): the AVX2 int8 kernels' step, VPMADDUBSW
+// (32 u8 x s8 products, pairs summed to int16), VPMADDWD by ones (to int32) and VPADDD, in 8
+// independent chains. GOP/s (2 ops per product).
+double dp_peak_avx2(double seconds) {
+    __m256i a[8];
+    for (int k = 0; k < 8; k++) a[k] = _mm256_set1_epi32(k);
+    // the signed operand comes from a 512-byte L1-resident buffer (one load per step, as the kernels
+    // load weights), so the products are not loop-invariant and the only chain is the VPADDD
+    _Alignas(32) int8_t w[16][32];
+    for (int i = 0; i < 16; i++)
+        for (int k = 0; k < 32; k++) w[i][k] = (int8_t)(i * 7 + k - 40);
+    const __m256i u = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const long inner = 1 << 13;
+    double t0 = bench_now(), t1 = t0, best = 0;
+    do {
+        double tb = t1;
+        for (long i = 0; i < inner; i++) {
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const __m256i x = _mm256_load_si256((const __m256i *)w[(i + k) & 15]);
+                a[k] = _mm256_add_epi32(a[k], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones));
+            }
+        }
+        t1 = bench_now();
+        double g = (double)inner * 8 * 32 * 2 / (t1 - tb) / 1e9;
+        if (g > best) best = g;
+    } while (t1 - t0 < seconds);
+    __m256i s = a[0];
+    for (int k = 1; k < 8; k++) s = _mm256_add_epi32(s, a[k]);
+    int out[8];
+    _mm256_storeu_si256((__m256i *)out, s);
+    volatile int sink = out[0];
+    (void)sink;
+    return best;
+}

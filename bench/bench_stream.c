@@ -17,7 +17,7 @@
 // ------------------------------------------------------------------------------------------------
 // Thread-pool jobs: each thread works on its own contiguous slice
 
-enum stream_op { OP_INIT, OP_READ, OP_READ_PF, OP_READ_PF_L2, OP_READ_PF_L2L1, OP_COPY, OP_FMA };
+enum stream_op { OP_INIT, OP_READ, OP_READ_PF, OP_READ_PF_L2, OP_READ_PF_L2L1, OP_COPY, OP_FMA, OP_DP };
 
 struct stream_job {
     enum stream_op op;
@@ -73,11 +73,21 @@ double fma_peak_one_thread(double seconds) {
     return fma_peak_scalar(seconds);
 }
 
+double dp_peak_one_thread(double seconds) {
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return dp_peak_avx512(seconds);
+    if (__builtin_cpu_supports("avx2")) return dp_peak_avx2(seconds);
+    return 0;
+}
+
 static void stream_worker(void *arg, int ith, int nth) {
     struct stream_job *j = arg;
     size_t lo, hi;
     if (j->op == OP_FMA) {
         j->gflops[ith * 8] = fma_peak_one_thread(j->fma_seconds);
+        return;
+    }
+    if (j->op == OP_DP) {
+        j->gflops[ith * 8] = dp_peak_one_thread(j->fma_seconds);
         return;
     }
     if (j->op == OP_INIT) {   // first touch
@@ -242,22 +252,29 @@ static int measure_ex(struct stream_result *r, const int *threads, int n_threads
         free(r2);
         free(r3);
         free(cp);
+        double best_dp = 0;
         for (int rep = 0; rep < 2 && !read_only; rep++) {
             j->op = OP_FMA;
             threadpool_run(tp, stream_worker, j);
             double g = 0;
             for (int i = 0; i < nt; i++) g += j->gflops[i * 8];
             if (g > best_fma) best_fma = g;
+            j->op = OP_DP;
+            threadpool_run(tp, stream_worker, j);
+            g = 0;
+            for (int i = 0; i < nt; i++) g += j->gflops[i * 8];
+            if (g > best_dp) best_dp = g;
         }
         threadpool_destroy(tp);
         r->threads[r->n] = nt;
         r->read_gbs[r->n] = best_read;
         r->copy_gbs[r->n] = best_copy;
         r->fma_gflops[r->n] = best_fma;
+        r->int8_gops[r->n] = best_dp;
         r->n++;
         if (verbose)
-            fprintf(stderr, "stream: %d thread(s): read %.1f GB/s, copy %.1f GB/s, fma %.1f GFLOP/s\n",
-                    nt, best_read, best_copy, best_fma);
+            fprintf(stderr, "stream: %d thread(s): read %.1f GB/s, copy %.1f GB/s, fma %.1f GFLOP/s, int8 %.1f GOP/s\n",
+                    nt, best_read, best_copy, best_fma, best_dp);
     }
     volatile uint64_t sink = j->sums[0];
     (void)sink;
@@ -278,7 +295,7 @@ double stream_read_roof(int threads) {
 }
 
 struct roofline stream_roofline(const struct stream_result *r, int threads) {
-    struct roofline rf = {0, 0};
+    struct roofline rf = {0};
     int best = -1;
     for (int i = 0; i < r->n; i++) {
         if (r->threads[i] == threads) { best = i; break; }
@@ -287,6 +304,7 @@ struct roofline stream_roofline(const struct stream_result *r, int threads) {
     if (best >= 0) {
         rf.peak_gbs = r->read_gbs[best];
         rf.peak_gflops = r->fma_gflops[best];
+        rf.peak_gops = r->int8_gops[best];
     }
     return rf;
 }
@@ -335,7 +353,8 @@ int stream_cache_save(const struct stream_result *r) {
     write_array(f, "threads", th, r->n, false);
     write_array(f, "read_gbs", r->read_gbs, r->n, false);
     write_array(f, "copy_gbs", r->copy_gbs, r->n, false);
-    write_array(f, "fma_gflops", r->fma_gflops, r->n, true);
+    write_array(f, "fma_gflops", r->fma_gflops, r->n, false);
+    write_array(f, "int8_gops", r->int8_gops, r->n, true);
     fprintf(f, "}\n");
     return fclose(f) == 0 ? 0 : -1;
 }
@@ -390,7 +409,8 @@ int stream_cache_load(struct stream_result *r) {
     int n = read_array(text, "threads", th, BENCH_MAX_LIST);
     if (n <= 0 || read_array(text, "read_gbs", r->read_gbs, BENCH_MAX_LIST) != n ||
         read_array(text, "copy_gbs", r->copy_gbs, BENCH_MAX_LIST) != n ||
-        read_array(text, "fma_gflops", r->fma_gflops, BENCH_MAX_LIST) != n)
+        read_array(text, "fma_gflops", r->fma_gflops, BENCH_MAX_LIST) != n ||
+        read_array(text, "int8_gops", r->int8_gops, BENCH_MAX_LIST) != n)   // older caches lack it: re-measure
         return -1;
     r->n = n;
     for (int i = 0; i < n; i++) r->threads[i] = (int)th[i];

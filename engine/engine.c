@@ -454,7 +454,7 @@ int engine_kv_shift(struct engine *en, int seq, int keep, int n_discard, int n_p
 
 // X8 weights (CPU repacking) are viewed through a natural-layout copy, kept until engine_free
 static int add_view(struct engine *en, struct tensor_view *v, int *n, const struct tensor *t, const char *name,
-                    int n_dims, struct err *e) {
+                    int n_dims, bool natural, struct err *e) {
     struct tensor_view *tv = &v[(*n)++];
     memset(tv, 0, sizeof *tv);
     snprintf(tv->name, sizeof tv->name, "%s", name);
@@ -465,7 +465,7 @@ static int add_view(struct engine *en, struct tensor_view *v, int *n, const stru
     tv->ne[2] = tv->ne[3] = 1;
     tv->data = t->data;
     tv->nbytes = t->nbytes;
-    if (!qtype_is_x8(t->type)) return ERR_OK;
+    if (!natural || !qtype_is_x8(t->type)) return ERR_OK;
     void **bufs = realloc(en->save_bufs, (size_t)(en->n_save_bufs + 1) * sizeof *bufs);
     uint8_t *nat = malloc(t->nbytes ? t->nbytes : 1);
     if (bufs) en->save_bufs = bufs;
@@ -482,15 +482,15 @@ static int add_view(struct engine *en, struct tensor_view *v, int *n, const stru
     return ERR_OK;
 }
 
-int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e) {
+static int views(struct engine *en, struct tensor_view **out, int *n_out, bool natural, struct err *e) {
     if (!en->be || !en->be->host_memory) return ERR(e, ERR_UNSUPPORTED, "weights are not in host memory");
     const struct model_config *c = &en->cfg;
     struct tensor_view *v = calloc((size_t)(3 + 9 * c->n_layers), sizeof *v);
     if (!v) return ERR(e, ERR_OOM, "out of memory");
     int n = 0;
-    int rc = add_view(en, v, &n, &en->w.token_embd, "token_embd.weight", 2, e);
-    if (!rc) rc = add_view(en, v, &n, &en->w.output_norm, "output_norm.weight", 1, e);
-    if (!rc && !c->tied_output) rc = add_view(en, v, &n, &en->w.output, "output.weight", 2, e);
+    int rc = add_view(en, v, &n, &en->w.token_embd, "token_embd.weight", 2, natural, e);
+    if (!rc) rc = add_view(en, v, &n, &en->w.output_norm, "output_norm.weight", 1, natural, e);
+    if (!rc && !c->tied_output) rc = add_view(en, v, &n, &en->w.output, "output.weight", 2, natural, e);
     static const char *const names[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                                          "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
     for (int l = 0; l < c->n_layers; l++) {
@@ -500,7 +500,7 @@ int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out,
         for (int i = 0; i < 9; i++) {
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i]);
-            if (!rc) rc = add_view(en, v, &n, src[i], name, (i == 0 || i == 5) ? 1 : 2, e);
+            if (!rc) rc = add_view(en, v, &n, src[i], name, (i == 0 || i == 5) ? 1 : 2, natural, e);
         }
     }
     if (rc) {
@@ -510,6 +510,14 @@ int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out,
     *out = v;
     *n_out = n;
     return ERR_OK;
+}
+
+int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e) {
+    return views(en, out, n_out, true, e);
+}
+
+int engine_compute_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e) {
+    return views(en, out, n_out, false, e);
 }
 
 int engine_save(struct engine *en, const char *path, struct err *e) {

@@ -73,6 +73,9 @@ double engine_load_seconds(const struct engine *en);
 /* The weights as the engine computes with them (after conversion / quantization), as tensor views
  * with GGUF names; *out is malloc'd (caller frees), data points into the engine. Host backends only. */
 int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e);
+/* The same views of the compute buffers themselves, with no copy: a type may be a CPU-only
+ * in-memory layout (quant/repack.h X8), and data points at what the kernels read. Host backends only. */
+int engine_compute_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e);
 /* Writes the prepared weights, config and vocabulary as our native model.bin (loaders/native.c). */
 int engine_save(struct engine *en, const char *path, struct err *e);
 

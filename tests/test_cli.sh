@@ -52,7 +52,7 @@ mkdir -p "$T/dir"
 expect_err "folder without config.json" "config.json" ./infer -m "$T/dir"
 expect_err "vocab-only gguf" "vocab|no weights|tensor" ./infer -m "$D/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf" -p hi
 expect_err "llama2c without tokenizer" "none.bin: cannot open|tokenizer" ./infer -m "$D/models/stories260K/stories260K.bin" -z "$T/none.bin"
-expect_err "bench: bad --roof" "fresh or cached" ./llm-bench -m "$G" --roof sometimes
+expect_err "bench: bad --roof" "paired, fresh or cached" ./llm-bench -m "$G" --roof sometimes
 expect_err "bench --sweep: bad -q" "16 \\(f16\\), 8, 4, 3 or 2" ./llm-bench --sweep -q 5
 expect_err "bench --sweep: bad preset" "unknown preset" ./llm-bench --sweep --preset gpt9
 expect_err "tokenize: bad flag" "unknown|usage" ./tokenize -m "$G" --what
