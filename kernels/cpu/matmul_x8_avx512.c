@@ -154,6 +154,92 @@ AI void x8_tile(enum qtype wt, int NT, float *out, int64_t ldo, const struct xq8
     for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = hsum8(_mm256_add_ps(accf[u], accm[u]));
 }
 
+// Code vector k (0..7) of a superblock with every field shifted down to bit 0 (u8 codes; Q8: q + 128).
+// Prefill unpacks each vector once for the NT tokens of a tile, so a full unpack is cheaper there than
+// the scale classes of sb_dot, which cost shifts and adds per token.
+AI __m512i cv_unpacked(enum qtype wt, const uint8_t *sb, int k) {
+    const __m512i *v = (const __m512i *)(sb + (wt == QT_Q8_X8 ? 16 : 32));
+    if (wt == QT_Q8_X8) return _mm512_xor_si512(_mm512_loadu_si512(v + k), _mm512_set1_epi8((char)0x80));
+    if (wt == QT_Q4_X8) {
+        const __m512i p = _mm512_loadu_si512(v + (k >> 1)), m = _mm512_set1_epi8(0x0f);
+        return _mm512_and_si512(k & 1 ? _mm512_srli_epi16(p, 4) : p, m);
+    }
+    if (wt == QT_Q2_X8) {
+        const __m512i p = _mm512_loadu_si512(v + (k >> 2));
+        return _mm512_and_si512((k & 3) ? _mm512_srli_epi16(p, 2 * (k & 3)) : p, _mm512_set1_epi8(3));
+    }
+    // Q3 (repack.h): P0 = cv0 | cv1 << 3 | (cv2 & 3) << 6, P1 = cv3 | cv4 << 3 | (cv5 & 3) << 6,
+    // P2 = cv6 | cv7 << 3 | (cv2 >> 2) << 6 | (cv5 >> 2) << 7
+    const __m512i m7 = _mm512_set1_epi8(7);
+    if (k == 6 || k == 7) {
+        const __m512i p = _mm512_loadu_si512(v + 2);
+        return _mm512_and_si512(k == 7 ? _mm512_srli_epi16(p, 3) : p, m7);
+    }
+    const int q = k / 3, f = k % 3;
+    const __m512i p = _mm512_loadu_si512(v + q);
+    if (f == 0) return _mm512_and_si512(p, m7);
+    if (f == 1) return _mm512_and_si512(_mm512_srli_epi16(p, 3), m7);
+    const __m512i p2 = _mm512_loadu_si512(v + 2);
+    return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(p, 6), _mm512_set1_epi8(3)),
+                           _mm512_and_si512(_mm512_srli_epi16(p2, q ? 5 : 4), _mm512_set1_epi8(4)));
+}
+
+// Prefill without AMX: NR rows x NT tokens (NR <= 2, NT <= 4) from row i, token j. Each code vector
+// is unpacked once for the NT tokens and each activation vector loaded once for the NR rows; one
+// int32 accumulator per (row, token) and superblock, so the per-superblock scale work is one
+// convert and two FMAs per (row, token). (The 1-row x 4-token tile of sb_dot reached ~30% of the
+// VPDPBUSD peak on Zen 4.)
+AI void x8_tile_pf(enum qtype wt, int NR, int NT, float *out, int64_t ldo, const struct xq8 *xq, const uint8_t *w,
+                   size_t rb, int64_t i, int64_t j) {
+    const int64_t n = xq->n, ng = xq->ng, nsb = n / X8_WEIGHTS;
+    const size_t sbb = sb_bytes(wt);
+    __m256 acc[2][4];
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < NT; u++) acc[r][u] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *sb[2];
+        for (int r = 0; r < NR; r++) sb[r] = w + (size_t)(i + r) * rb + s * sbb;
+        __m512i S[2][4];
+        for (int r = 0; r < NR; r++)
+            for (int u = 0; u < NT; u++) S[r][u] = _mm512_setzero_si512();
+        for (int k = 0; k < 8; k++) {
+            __m512i wv[2];
+            for (int r = 0; r < NR; r++) wv[r] = cv_unpacked(wt, sb[r], k);
+            for (int u = 0; u < NT; u++) {
+                const __m512i xv = _mm512_loadu_si512(xq->qil + (j + u) * n + s * X8_WEIGHTS + 64 * k);
+                for (int r = 0; r < NR; r++) S[r][u] = _mm512_dpbusd_epi32(S[r][u], wv[r], xv);
+            }
+        }
+        __m256 d[2], m[2];
+        for (int r = 0; r < NR; r++) {
+            d[r] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb[r]));
+            m[r] = wt == QT_Q8_X8 ? d[r] : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sb[r] + 16)));
+        }
+        for (int u = 0; u < NT; u++) {
+            const int64_t g = (j + u) * ng + 8 * s;
+            const __m256 dx = _mm256_loadu_ps(xq->dx + g);
+            const __m256 sx = wt == QT_Q8_X8 ? dx : _mm256_loadu_ps(xq->sx + g);
+            const __m256i c128 = wt == QT_Q8_X8 ? _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xq->sum + g)), 7)
+                                                : _mm256_setzero_si256();
+            for (int r = 0; r < NR; r++) {
+                __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(S[r][u]), _mm512_extracti64x4_epi64(S[r][u], 1));
+                if (wt == QT_Q8_X8) s8 = _mm256_sub_epi32(s8, c128);
+                acc[r][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s8), _mm256_mul_ps(d[r], dx), acc[r][u]);
+                if (wt != QT_Q8_X8) acc[r][u] = _mm256_fmadd_ps(m[r], sx, acc[r][u]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int u = 0; u < NT; u++) out[(j + u) * ldo + i + r] = hsum8(acc[r][u]);
+}
+
+#define PF_TILES(NT)                                                                   \
+    do {                                                                               \
+        int64_t i = b0;                                                                \
+        for (; i + 2 <= b1; i += 2) x8_tile_pf(wt, 2, NT, out, ldo, xq, w8, rb, i, j); \
+        for (; i < b1; i++) x8_tile_pf(wt, 1, NT, out, ldo, xq, w8, rb, i, j);         \
+    } while (0)
+
 AI void x8_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w, int64_t n,
                 int64_t r0, int64_t r1, int64_t t) {
     const size_t rb = qtype_row_bytes(wt, n);
@@ -171,14 +257,11 @@ AI void x8_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, co
         const int64_t b1 = b0 + 32 < r1 ? b0 + 32 : r1;
         for (int64_t j = 0; j < t; j += 4) {
             const int64_t nt = t - j < 4 ? t - j : 4;
-            for (int64_t i = b0; i < b1; i++) {
-                const uint8_t *row = w8 + (size_t)i * rb;
-                switch (nt) {
-                case 1: x8_tile(wt, 1, out, ldo, xq, row, i, j, false); break;
-                case 2: x8_tile(wt, 2, out, ldo, xq, row, i, j, false); break;
-                case 3: x8_tile(wt, 3, out, ldo, xq, row, i, j, false); break;
-                default: x8_tile(wt, 4, out, ldo, xq, row, i, j, false); break;
-                }
+            switch (nt) {
+            case 1: PF_TILES(1); break;
+            case 2: PF_TILES(2); break;
+            case 3: PF_TILES(3); break;
+            default: PF_TILES(4); break;
             }
         }
     }
