@@ -76,7 +76,7 @@ else
     echo "FAIL: make-model for the huge-page check: $(tail -1 "$T/err")"; fail=$((fail+1))
 fi
 
-# bench: %roof is GB/s over the roof it reports (fresh probe, > 0), within rounding
+# bench: %roof is GB/s over the roof it reports (paired read passes, > 0), within rounding
 n=$((n+1))
 if ! timeout 120 ./llm-bench -m "$G" -p 0 -n 8 -r 1 -o csv >"$T/b.csv" 2>"$T/err"; then
     echo "FAIL: bench csv: $(tail -2 "$T/err")"; fail=$((fail+1))
@@ -84,7 +84,7 @@ elif awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
               { g = $c["gbs"]; r = $c["roof_gbs"]; p = $c["pct_roof"]
                 if (r <= 0 || g <= 0 || (100 * g / r - p) ^ 2 > 0.01) bad = 1 }
               END { exit bad || NR < 2 }' "$T/b.csv"; then
-    echo "ok: bench csv: %roof = GB/s / fresh roof"
+    echo "ok: bench csv: %roof = GB/s / paired roof"
 else
     echo "FAIL: bench csv: inconsistent roof columns: $(cat "$T/b.csv")"; fail=$((fail+1))
 fi
