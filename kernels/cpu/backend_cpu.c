@@ -180,14 +180,25 @@ struct att_job {
 /* q.k over hd elements with 16 partial sums (lane l sums i = l mod 16, then the lanes in order): the
  * compiler vectorizes it, where a single running sum is a serial chain of fp adds (4 cycles each);
  * this was ~8% of TinyLlama q2 decode at 256 positions. Fixed order, so results are deterministic. */
+typedef float v16f __attribute__((vector_size(64)));   // GCC vector extension: lowered per ISA clone
+typedef int v16i __attribute__((vector_size(64)));
+// (macros, not functions: a vector passed or returned by value has an ISA-dependent ABI)
+#define LD16F(v, p) memcpy(&(v), (p), sizeof(v16f))
+#define ST16F(p, v) memcpy((p), &(v), sizeof(v16f))
 static inline float dot16(const float *a, const float *b, int n) {
-    float acc[16] = {0};
+    v16f acc = {0}, va, vb;
     int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
-    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];   // a tree, not a serial chain of 16 adds
-    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    float s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (; i + 16 <= n; i += 16) {
+        LD16F(va, a + i);
+        LD16F(vb, b + i);
+        acc += va * vb;
+    }
+    // the tree in vector form (lanes l and l + 8, then l + 4, then (0 + 2) + (1 + 3)): the same adds
+    // as the scalar tree it replaced, without its scalar shuffles
+    acc += __builtin_shuffle(acc, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    acc += __builtin_shuffle(acc, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15});
+    acc += __builtin_shuffle(acc, (v16i){2, 3, 0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
+    float s = acc[0] + acc[1];
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -230,6 +241,7 @@ static inline float exp_neg(float x) { return exp_poly(x < -87.0f ? -87.0f : x);
 #ifndef ATT_PF
 #define ATT_PF 8   // positions ahead
 #endif
+#define ATT_VB 16   // positions per block of the V accumulation
 static inline void prefetch_row(const float *p, int n) {
     for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
 }
@@ -244,8 +256,8 @@ static void att_worker(void *arg, int ith, int nth) {
     const size_t stride = j->c->att_cap / (size_t)grp;
     const int64_t n_tasks = (int64_t)j->n_tokens * j->n_kv_heads;
     const bool f32 = j->kc->type == QT_F32;
-    const float *krow = NULL, *vrow = NULL;
-    float tmpk[1024], tmpv[1024];   // dequantized cache rows when the cache is not f32 (hd <= 1024)
+    const float *krow = NULL;
+    float tmpk[1024], tmpv[4096];   // dequantized cache rows when the cache is not f32 (hd <= 1024; V: a block)
     for (int64_t task = ith; task < n_tasks; task += nth) {
         const int t = (int)(task / j->n_kv_heads), kvh = (int)(task % j->n_kv_heads);
         const int n_pos = j->pos0 + t + 1;  // causal: positions 0 .. pos0 + t
@@ -278,19 +290,67 @@ static void att_worker(void *arg, int ith, int nth) {
         }
         float *o0 = j->out + (size_t)t * q_dim + (size_t)kvh * grp * hd;
         for (int i = 0; i < grp * hd; i++) o0[i] = 0.0f;
-        for (int p = 0; p < n_pos; p++) {
-            if (f32) {
-                vrow = (const float *)j->vc->data + (size_t)p * kv_dim + (size_t)kvh * hd;
-                if (p + ATT_PF < n_pos) prefetch_row(vrow + (size_t)ATT_PF * kv_dim, hd);
-            } else {
-                const uint8_t *vr = (const uint8_t *)j->vc->data + (size_t)p * qtype_row_bytes(j->vc->type, kv_dim);
-                qtype_traits[j->vc->type].dequantize_row(tmpv, vr + qtype_row_bytes(j->vc->type, (int64_t)kvh * hd), hd);
-                vrow = tmpv;
+        // blocks of positions, each head's output held in registers across a block: one load and
+        // store of o per block instead of per position (the per-position read-modify-write made every
+        // step wait on store forwarding: 15% of the attention samples were that vaddps). Same adds in
+        // the same order (positions ascending per element), so the same bits as the plain loop.
+        const int vb = f32 || 4096 / hd >= ATT_VB ? ATT_VB : 4096 / hd;
+        for (int p0 = 0; p0 < n_pos; p0 += vb) {
+            const int np = n_pos - p0 < vb ? n_pos - p0 : vb;
+            const float *vr[ATT_VB];
+            for (int k = 0; k < np; k++) {
+                const int p = p0 + k;
+                if (f32) {
+                    vr[k] = (const float *)j->vc->data + (size_t)p * kv_dim + (size_t)kvh * hd;
+                    if (p + ATT_PF < n_pos) prefetch_row(vr[k] + (size_t)ATT_PF * kv_dim, hd);
+                } else {
+                    const uint8_t *row = (const uint8_t *)j->vc->data + (size_t)p * qtype_row_bytes(j->vc->type, kv_dim);
+                    qtype_traits[j->vc->type].dequantize_row(tmpv + (size_t)k * hd,
+                                                              row + qtype_row_bytes(j->vc->type, (int64_t)kvh * hd), hd);
+                    vr[k] = tmpv + (size_t)k * hd;
+                }
             }
             for (int g = 0; g < grp; g++) {
-                const float a = att0[g * stride + p] * inv[g];
+                float a[ATT_VB];
+                for (int k = 0; k < np; k++) a[k] = att0[g * stride + p0 + k] * inv[g];
                 float *o = o0 + (size_t)g * hd;
-                for (int i = 0; i < hd; i++) o[i] += a * vrow[i];
+                int i = 0;
+                for (; i + 64 <= hd; i += 64) {
+                    v16f t0, t1, t2, t3, v0, v1, v2, v3;
+                    LD16F(t0, o + i);
+                    LD16F(t1, o + i + 16);
+                    LD16F(t2, o + i + 32);
+                    LD16F(t3, o + i + 48);
+                    for (int k = 0; k < np; k++) {
+                        const float *v = vr[k] + i;
+                        LD16F(v0, v);
+                        LD16F(v1, v + 16);
+                        LD16F(v2, v + 32);
+                        LD16F(v3, v + 48);
+                        t0 += a[k] * v0;
+                        t1 += a[k] * v1;
+                        t2 += a[k] * v2;
+                        t3 += a[k] * v3;
+                    }
+                    ST16F(o + i, t0);
+                    ST16F(o + i + 16, t1);
+                    ST16F(o + i + 32, t2);
+                    ST16F(o + i + 48, t3);
+                }
+                for (; i + 16 <= hd; i += 16) {
+                    v16f t0, v0;
+                    LD16F(t0, o + i);
+                    for (int k = 0; k < np; k++) {
+                        LD16F(v0, vr[k] + i);
+                        t0 += a[k] * v0;
+                    }
+                    ST16F(o + i, t0);
+                }
+                for (; i < hd; i++) {
+                    float t0 = o[i];
+                    for (int k = 0; k < np; k++) t0 += a[k] * vr[k][i];
+                    o[i] = t0;
+                }
             }
         }
     }
