@@ -203,6 +203,36 @@ static inline float dot16(const float *a, const float *b, int n) {
     return s;
 }
 
+/* dot16 of 8 rows a + r * hd (r < 8) with one b, hd a multiple of 16, out[r]: the same per-lane
+ * products and the same tree pairs as dot16 (l + 8, l + 4, then (0 + 2) + (1 + 3)), but the 8 trees
+ * are reduced together by 2-vector shuffles (24 vector ops instead of ~64), so the bits are dot16's. */
+static inline void dot16x8(const float *a, int hd, const float *b, float *out) {
+    v16f acc[8] = {{0}}, va, vb;
+    for (int i = 0; i < hd; i += 16) {
+        LD16F(vb, b + i);
+        for (int r = 0; r < 8; r++) {
+            LD16F(va, a + (size_t)r * hd + i);
+            acc[r] += va * vb;
+        }
+    }
+    const v16i lo = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+               hi = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    v16f d[4];   // d[k]: lanes 0-7 row 2k, 8-15 row 2k+1, each lane l = acc[l] + acc[l + 8]
+    for (int k = 0; k < 4; k++)
+        d[k] = __builtin_shuffle(acc[2 * k], acc[2 * k + 1], lo) + __builtin_shuffle(acc[2 * k], acc[2 * k + 1], hi);
+    const v16i q0 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+               q1 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+    // quarters: rows 0, 2, 1, 3 (e[0]) and 4, 6, 5, 7 (e[1]), lane l < 4 = d[l] + d[l + 4] of its half
+    const v16f e0 = __builtin_shuffle(d[0], d[1], q0) + __builtin_shuffle(d[0], d[1], q1),
+               e1 = __builtin_shuffle(d[2], d[3], q0) + __builtin_shuffle(d[2], d[3], q1);
+    const v16i p0 = {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+               p1 = {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31};
+    const v16f f = __builtin_shuffle(e0, e1, p0) + __builtin_shuffle(e0, e1, p1);   // pairs (0 + 2), (1 + 3)
+    // f lanes 2m, 2m + 1 belong to row order 0, 2, 1, 3, 4, 6, 5, 7
+    static const int row_of[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    for (int m = 0; m < 8; m++) out[row_of[m]] = f[2 * m] + f[2 * m + 1];
+}
+
 /* e^x for the softmax (x <= 0 after subtracting the max), written so the compiler vectorizes the
  * loop over positions (a libm expf call per score was ~25% of TinyLlama pp512): n = round(x log2 e)
  * by the 1.5 * 2^23 trick, r = x - n ln2 in two parts (Cody-Waite), e^r by its degree-6 Taylor
@@ -276,7 +306,14 @@ static void att_worker(void *arg, int ith, int nth) {
                 qtype_traits[j->kc->type].dequantize_row(tmpk, kr + qtype_row_bytes(j->kc->type, (int64_t)kvh * hd), hd);
                 krow = tmpk;
             }
-            for (int g = 0; g < grp; g++) att0[g * stride + p] = dot16(q0 + (size_t)g * hd, krow, hd) * scale;
+            int g = 0;
+            if (hd % 16 == 0)
+                for (; g + 8 <= grp; g += 8) {
+                    float s8[8];
+                    dot16x8(q0 + (size_t)g * hd, hd, krow, s8);
+                    for (int r = 0; r < 8; r++) att0[(g + r) * stride + p] = s8[r] * scale;
+                }
+            for (; g < grp; g++) att0[g * stride + p] = dot16(q0 + (size_t)g * hd, krow, hd) * scale;
         }
         float inv[64];   // grp <= 64 (checked by the caller)
         for (int g = 0; g < grp; g++) {
