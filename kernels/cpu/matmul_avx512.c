@@ -107,8 +107,12 @@ AI void ftile(enum fkind kind, int NR, int NT, float *out, int64_t ldo, const fl
 // 4096 / 8192 / 12288 B: f16 74-87 / 73-91 / 72-91%, f32 81-87 / 83-90 / 80-88%; T0 2048 B f16 66-72%.
 // Plus T0 FPF_NEAR ahead (L2 -> L1): f16 91% -> 94-96% of a read probe over the same buffers,
 // alternating per pass in one process (22 TinyLlama layers' decode matmuls; T0 alone was worse).
+#ifndef FPF_BYTES
 #define FPF_BYTES 8192
+#endif
+#ifndef FPF_NEAR
 #define FPF_NEAR 2048
+#endif
 AI void frow1(enum fkind kind, float *out, const float *x, const void *w, int64_t n, int64_t i) {
     const size_t es = kind == FK_F32 ? 4 : 2;
     const char *wr = (const char *)w + (size_t)i * n * es;
