@@ -17,8 +17,9 @@
  * each (three 3-bit fields per byte; two codes have their high bit in a separate field). Exactness: |class sums| < 2^31 for every superblock
  * (at most 16 DPBUSD of 4 products <= 255 * 127 each per lane).
  *
- * Decode (t = 1) walks one row at a time with a software prefetch PF_BYTES ahead; more tokens use a
- * 1-row x NT-token tile (NT <= 4) that unpacks each vector once for NT tokens.
+ * Decode (t = 1) walks one row at a time (x8_dec) with a software prefetch PF_BYTES ahead, spread
+ * over the superblock's VPDPBUSDs; prefill (t > 1) uses 2-row x 4-token tiles of fully unpacked
+ * code vectors (x8_tile_pf).
  * Test: tests/test_kernels_matmul.c (X8 vs the natural reference). Docs: docs/KERNELS.md. */
 #include <immintrin.h>
 #include <string.h>
@@ -50,71 +51,6 @@ AI size_t sb_bytes(enum qtype wt) {
 
 #define DP(a, w, x) _mm512_dpbusd_epi32((a), (w), _mm512_loadu_si512(x))
 
-// Integer dots of one superblock for NT tokens: S[u] lane L = part of group L & 7's sum(q * xq).
-// xs[u] = token u's 512 interleaved activation codes of this superblock.
-AI void sb_dot(enum qtype wt, int NT, const uint8_t *sb, const int8_t *const *xs, __m512i *S) {
-    __m512i a[4][4];   // [class][token]
-    for (int c = 0; c < 4; c++)
-        for (int u = 0; u < NT; u++) a[c][u] = _mm512_setzero_si512();
-    if (wt == QT_Q8_X8) {
-        const uint8_t *cv = sb + 16;
-        const __m512i flip = _mm512_set1_epi8((char)0x80);
-        for (int k = 0; k < 8; k++) {   // u8 = q + 128; 128 * sum(xq) is taken back per group by the caller
-            __m512i w = _mm512_xor_si512(_mm512_loadu_si512(cv + 64 * k), flip);
-            for (int u = 0; u < NT; u++) a[k & 1][u] = DP(a[k & 1][u], w, xs[u] + 64 * k);
-        }
-        for (int u = 0; u < NT; u++) S[u] = _mm512_add_epi32(a[0][u], a[1][u]);
-        return;
-    }
-    const uint8_t *cv = sb + 32;
-    if (wt == QT_Q4_X8) {   // packed j: low nibble = vector 2j (class x1), high = vector 2j+1 (x16)
-        const __m512i lo = _mm512_set1_epi8(0x0f), hi = _mm512_set1_epi8((char)0xf0);
-        for (int j = 0; j < 4; j++) {
-            __m512i v = _mm512_loadu_si512(cv + 64 * j);
-            __m512i wl = _mm512_and_si512(v, lo), wh = _mm512_and_si512(v, hi);
-            for (int u = 0; u < NT; u++) {
-                a[(j & 1)][u] = DP(a[(j & 1)][u], wl, xs[u] + 128 * j);
-                a[2 + (j & 1)][u] = DP(a[2 + (j & 1)][u], wh, xs[u] + 128 * j + 64);
-            }
-        }
-        for (int u = 0; u < NT; u++)
-            S[u] = _mm512_add_epi32(_mm512_add_epi32(a[0][u], a[1][u]),
-                                    _mm512_srai_epi32(_mm512_add_epi32(a[2][u], a[3][u]), 4));
-        return;
-    }
-    if (wt == QT_Q3_X8) {
-        // classes x1, x8, x16, x64: fields at bits 0-2 (x1), 3-5 (x8), 6-7 (the low 2 bits of vectors
-        // 2 and 5, x64); their high bits (code value 4) sit at P2 bits 6 and 7: bit 6 is 64 = 16 * 4
-        // (class x16), bit 7 one 16-bit shift down the same (the bit shifted in from the next byte
-        // lands on bit 7, masked off)
-        const __m512i p0 = _mm512_loadu_si512(cv), p1 = _mm512_loadu_si512(cv + 64), p2 = _mm512_loadu_si512(cv + 128);
-        const __m512i m7 = _mm512_set1_epi8(0x07), m38 = _mm512_set1_epi8(0x38), mc0 = _mm512_set1_epi8((char)0xc0),
-                      m40 = _mm512_set1_epi8(0x40);
-        const __m512i w[10] = {_mm512_and_si512(p0, m7),  _mm512_and_si512(p0, m38), _mm512_and_si512(p0, mc0),
-                               _mm512_and_si512(p1, m7),  _mm512_and_si512(p1, m38), _mm512_and_si512(p1, mc0),
-                               _mm512_and_si512(p2, m7),  _mm512_and_si512(p2, m38), _mm512_and_si512(p2, m40),
-                               _mm512_and_si512(_mm512_srli_epi16(p2, 1), m40)};
-        static const int cls[10] = {0, 1, 3, 0, 1, 3, 0, 1, 2, 2}, vec[10] = {0, 1, 2, 3, 4, 5, 6, 7, 2, 5};
-        for (int k = 0; k < 10; k++)
-            for (int u = 0; u < NT; u++) a[cls[k]][u] = DP(a[cls[k]][u], w[k], xs[u] + 64 * vec[k]);
-        for (int u = 0; u < NT; u++)
-            S[u] = _mm512_add_epi32(_mm512_add_epi32(a[0][u], _mm512_srai_epi32(a[1][u], 3)),
-                                    _mm512_add_epi32(_mm512_srai_epi32(a[2][u], 4), _mm512_srai_epi32(a[3][u], 6)));
-        return;
-    }
-    // Q2: packed j bits 2c..2c+1 = vector 4j + c, class c (x 4^c)
-    for (int j = 0; j < 2; j++) {
-        __m512i v = _mm512_loadu_si512(cv + 64 * j);
-        for (int c = 0; c < 4; c++) {
-            __m512i w = _mm512_and_si512(v, _mm512_set1_epi8((char)(3 << (2 * c))));
-            for (int u = 0; u < NT; u++) a[c][u] = DP(a[c][u], w, xs[u] + 64 * (4 * j + c));
-        }
-    }
-    for (int u = 0; u < NT; u++)
-        S[u] = _mm512_add_epi32(_mm512_add_epi32(a[0][u], _mm512_srai_epi32(a[1][u], 2)),
-                                _mm512_add_epi32(_mm512_srai_epi32(a[2][u], 4), _mm512_srai_epi32(a[3][u], 6)));
-}
-
 AI float hsum8(__m256 a) {
     __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     a4 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
@@ -122,37 +58,132 @@ AI float hsum8(__m256 a) {
     return _mm_cvtss_f32(a4);
 }
 
-// one row x NT tokens from token j: out[(j+u)*ldo + i]
-AI void x8_tile(enum qtype wt, int NT, float *out, int64_t ldo, const struct xq8 *xq, const uint8_t *row,
-                int64_t i, int64_t j, bool prefetch) {
-    const int64_t n = xq->n, ng = xq->ng, nsb = n / X8_WEIGHTS;
-    const size_t sbb = sb_bytes(wt);
-    __m256 accf[4], accm[4];
-    for (int u = 0; u < NT; u++) accf[u] = accm[u] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < nsb; s++) {
-        const uint8_t *sb = row + s * sbb;
-        if (prefetch)
-            for (size_t off = 0; off < sbb; off += 64) {
-                PF_DO((const char *)sb + PF_BYTES + off);
-                if (NEAR_ON(wt)) _mm_prefetch((const char *)sb + NEAR_PF + off, _MM_HINT_T0);
+// Decode: NR rows x 1 token, each activation vector loaded once for the NR rows. In decode the int8
+// activations (512 B per superblock) are read from L1 for every row, more bytes than the weights
+// themselves (Q4 288 B, Q2 160 B); on Zen 4 L1 served ~120 GB/s of 512-bit loads per core, so loads
+// and the ~1.5 512-bit ops per cycle of AND / VPDPBUSD / class sums set the in-cache rate.
+// REG keeps a loaded weight vector in a register: folded into each AND, the compiler reloads it per
+// field (Q3: 10 loads instead of 3).
+#define REG(v) __asm__("" : "+v"(v))
+AI void sb_dot(enum qtype wt, int NR, const uint8_t *const *sb, const int8_t *x, __m512i *S) {
+    __m512i a[4][4];   // [class][row]
+    for (int c = 0; c < 4; c++)
+        for (int r = 0; r < NR; r++) a[c][r] = _mm512_setzero_si512();
+    if (wt == QT_Q8_X8) {
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        for (int k = 0; k < 8; k++) {
+            const __m512i xv = _mm512_loadu_si512(x + 64 * k);
+            for (int r = 0; r < NR; r++) {
+                a[k & 1][r] = _mm512_dpbusd_epi32(a[k & 1][r], _mm512_xor_si512(_mm512_loadu_si512(sb[r] + 16 + 64 * k), flip), xv);
             }
-        const int8_t *xs[4];
-        for (int u = 0; u < NT; u++) xs[u] = xq->qil + (j + u) * n + s * X8_WEIGHTS;
-        __m512i S[4];
-        sb_dot(wt, NT, sb, xs, S);
-        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb));
-        __m256 m = wt == QT_Q8_X8 ? d : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sb + 16)));
-        for (int u = 0; u < NT; u++) {
-            const int64_t g = (j + u) * ng + 8 * s;
-            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(S[u]), _mm512_extracti64x4_epi64(S[u], 1));
-            if (wt == QT_Q8_X8)
-                s8 = _mm256_sub_epi32(s8, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xq->sum + g)), 7));
-            accf[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s8), _mm256_mul_ps(d, _mm256_loadu_ps(xq->dx + g)), accf[u]);
-            if (wt != QT_Q8_X8) accm[u] = _mm256_fmadd_ps(m, _mm256_loadu_ps(xq->sx + g), accm[u]);
+        }
+        for (int r = 0; r < NR; r++) S[r] = _mm512_add_epi32(a[0][r], a[1][r]);
+        return;
+    }
+    if (wt == QT_Q4_X8) {
+        const __m512i lo = _mm512_set1_epi8(0x0f), hi = _mm512_set1_epi8((char)0xf0);
+        for (int j = 0; j < 4; j++) {
+            const __m512i xl = _mm512_loadu_si512(x + 128 * j), xh = _mm512_loadu_si512(x + 128 * j + 64);
+            for (int r = 0; r < NR; r++) {
+                __m512i v = _mm512_loadu_si512(sb[r] + 32 + 64 * j);
+                REG(v);
+                a[j & 1][r] = _mm512_dpbusd_epi32(a[j & 1][r], _mm512_and_si512(v, lo), xl);
+                a[2 + (j & 1)][r] = _mm512_dpbusd_epi32(a[2 + (j & 1)][r], _mm512_and_si512(v, hi), xh);
+            }
+        }
+        for (int r = 0; r < NR; r++)
+            S[r] = _mm512_add_epi32(_mm512_add_epi32(a[0][r], a[1][r]),
+                                    _mm512_srai_epi32(_mm512_add_epi32(a[2][r], a[3][r]), 4));
+        return;
+    }
+    if (wt == QT_Q3_X8) {   // one packed vector P0 / P1 / P2 at a time
+        const __m512i m7 = _mm512_set1_epi8(0x07), m38 = _mm512_set1_epi8(0x38), mc0 = _mm512_set1_epi8((char)0xc0),
+                      m40 = _mm512_set1_epi8(0x40);
+        for (int q = 0; q < 3; q++) {
+            __m512i p[4];
+            for (int r = 0; r < NR; r++) {
+                p[r] = _mm512_loadu_si512(sb[r] + 32 + 64 * q);
+                REG(p[r]);
+            }
+            // P0 / P1: vectors 3q (bits 0-2, x1), 3q + 1 (bits 3-5, x8), low bits of 3q + 2 (6-7, x64);
+            // P2: vectors 6 (x1), 7 (x8), high bits of 2 (bit 6) and 5 (bit 7 >> 1), both x16
+            const int nf = q < 2 ? 3 : 4;
+            for (int f = 0; f < nf; f++) {
+                static const int cls[3][4] = {{0, 1, 3}, {0, 1, 3}, {0, 1, 2, 2}}, vec[3][4] = {{0, 1, 2}, {3, 4, 5}, {6, 7, 2, 5}};
+                const __m512i xv = _mm512_loadu_si512(x + 64 * vec[q][f]);
+                const __m512i m = f == 0 ? m7 : f == 1 ? m38 : q < 2 ? mc0 : m40;
+                for (int r = 0; r < NR; r++) {
+                    const __m512i src = f == 3 ? _mm512_srli_epi16(p[r], 1) : p[r];
+                    a[cls[q][f]][r] = _mm512_dpbusd_epi32(a[cls[q][f]][r], _mm512_and_si512(src, m), xv);
+                }
+            }
+        }
+        for (int r = 0; r < NR; r++)
+            S[r] = _mm512_add_epi32(_mm512_add_epi32(a[0][r], _mm512_srai_epi32(a[1][r], 3)),
+                                    _mm512_add_epi32(_mm512_srai_epi32(a[2][r], 4), _mm512_srai_epi32(a[3][r], 6)));
+        return;
+    }
+    for (int j = 0; j < 2; j++) {   // Q2
+        __m512i v[4];
+        for (int r = 0; r < NR; r++) {
+            v[r] = _mm512_loadu_si512(sb[r] + 32 + 64 * j);
+            REG(v[r]);
+        }
+        for (int c = 0; c < 4; c++) {
+            const __m512i xv = _mm512_loadu_si512(x + 64 * (4 * j + c)), m = _mm512_set1_epi8((char)(3 << (2 * c)));
+            for (int r = 0; r < NR; r++) a[c][r] = _mm512_dpbusd_epi32(a[c][r], _mm512_and_si512(v[r], m), xv);
         }
     }
-    for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = hsum8(_mm256_add_ps(accf[u], accm[u]));
+    for (int r = 0; r < NR; r++)
+        S[r] = _mm512_add_epi32(_mm512_add_epi32(a[0][r], _mm512_srai_epi32(a[1][r], 2)),
+                                _mm512_add_epi32(_mm512_srai_epi32(a[2][r], 4), _mm512_srai_epi32(a[3][r], 6)));
 }
+
+// NR consecutive rows from row i (base = row i's first byte). The rows are one contiguous block of
+// NR * rb bytes, prefetched as one linear stream: superblock step s covers NR * sbb bytes PF_BYTES
+// ahead of the block's consumed share, so by the block's end the next block's first PF_BYTES are
+// on their way.
+AI void x8_dec(enum qtype wt, int NR, float *out, const struct xq8 *xq, const uint8_t *base, size_t rb, int64_t i) {
+    const int64_t nsb = xq->n / X8_WEIGHTS;
+    const size_t sbb = sb_bytes(wt);
+    __m256 accf[4], accm[4];
+    for (int r = 0; r < NR; r++) accf[r] = accm[r] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const char *pf = (const char *)base + (size_t)s * NR * sbb;
+        for (size_t off = 0; off < NR * sbb; off += 64) {
+            PF_DO(pf + PF_BYTES + off);
+            _mm_prefetch(pf + NEAR_PF + off, _MM_HINT_T0);
+        }
+        const uint8_t *sb[4];
+        for (int r = 0; r < NR; r++) sb[r] = base + (size_t)r * rb + s * sbb;
+        __m512i S[4];
+        sb_dot(wt, NR, sb, xq->qil + s * X8_WEIGHTS, S);
+        const int64_t g = 8 * s;
+        const __m256 dx = _mm256_loadu_ps(xq->dx + g);
+        const __m256 sx = wt == QT_Q8_X8 ? dx : _mm256_loadu_ps(xq->sx + g);
+        const __m256i c128 = wt == QT_Q8_X8 ? _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xq->sum + g)), 7)
+                                            : _mm256_setzero_si256();
+        for (int r = 0; r < NR; r++) {
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb[r]));
+            __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(S[r]), _mm512_extracti64x4_epi64(S[r], 1));
+            if (wt == QT_Q8_X8) s8 = _mm256_sub_epi32(s8, c128);
+            accf[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s8), _mm256_mul_ps(d, dx), accf[r]);
+            if (wt != QT_Q8_X8)
+                accm[r] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sb[r] + 16))), sx, accm[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) out[i + r] = hsum8(_mm256_add_ps(accf[r], accm[r]));
+}
+
+// Rows per decode pass. Measured on the Zen 4 VM (2026-12-03), in cache (1 thread, 256 x 2048 rows,
+// L2-resident), GB/s of weights for NR = 1 / 2 / 4: q8 58-64 / 52-69 / 64-73, q4 39-51 / 45-58 /
+// 52-62, q3 29-37 / 33-40 / 34-40, q2 24-31 / 30-32 / 32-34; but from DRAM NR = 4 was worse
+// (./llm-bench -m tl-qN.bin -p 0 -n 64 -r 4, three alternating rounds, paired roof: q4 61-79% vs
+// 73-79%, q3 64-66% vs 69-86%), as was a 4-row pass over a row-interleaved address pattern
+// (--sweep). So 1. (REG alone, best of 6 runs in cache: q4 42.6 -> 50.8 GB/s, q3 31.1 -> 36.7.)
+#ifndef DEC_NR
+#define DEC_NR 1
+#endif
 
 // Code vector k (0..7) of a superblock with every field shifted down to bit 0 (u8 codes; Q8: q + 128).
 // Prefill unpacks each vector once for the NT tokens of a tile, so a full unpack is cheaper there than
@@ -249,7 +280,9 @@ AI void x8_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, co
         const char *c0 = (const char *)(w8 + (size_t)r0 * rb);
         const size_t head = (size_t)(r1 - r0) * rb < PF_BYTES ? (size_t)(r1 - r0) * rb : PF_BYTES;
         for (size_t off = 0; off < head; off += 64) PF_DO(c0 + off);
-        for (int64_t i = r0; i < r1; i++) x8_tile(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, 0, true);
+        int64_t i = r0;
+        for (; i + DEC_NR <= r1; i += DEC_NR) x8_dec(wt, DEC_NR, out, xq, w8 + (size_t)i * rb, rb, i);
+        for (; i < r1; i++) x8_dec(wt, 1, out, xq, w8 + (size_t)i * rb, rb, i);
         return;
     }
     // prefill without AMX: blocks of 32 rows (<= 32 * rb bytes, L2-resident) swept by 4-token tiles
