@@ -33,8 +33,21 @@
 // 1536 B (the natural kernel's choice) gave q8/q4/q3/q2 74-80/60-71/57-68/53-65% of the read roof;
 // T1 at 3072 / 6144 / 9216 / 12288 / 16384 B: q4 74-85 / 75-82 / 75-86 / 72-79 / 70-80%; 6144-9216
 // best for every type, 8192 taken. (The stream probe's read roof includes the same prefetch, bench/.)
+// PF_BYTES / PF_HINT / PF_NONE / NEAR_ON are overridable for A/B builds. On the Zen 4 VM
+// (2026-12-03, --sweep -q 8,4,3,2 -r 5, three alternating rounds) T2 or T1, with or without the T0
+// prefetch, and no software prefetch at all were all within the run-to-run noise (q4 73-98%);
+// T0 only and NTA were worse (q4 54-79%).
+#ifndef PF_BYTES
 #define PF_BYTES 8192
-#define PF_DO(a) _mm_prefetch((a), _MM_HINT_T1)
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T1
+#endif
+#ifdef PF_NONE
+#define PF_DO(a) ((void)(a))
+#else
+#define PF_DO(a) _mm_prefetch((a), PF_HINT)
+#endif
 // Every type also pulls the lines NEAR_PF ahead from L2 into L1 (T0). Measured with the decode
 // matmuls of 22 TinyLlama layers (q/k/v, o, gate/up, down) alternating per pass with a read-only
 // probe over the same buffers, in one process (the VM's bandwidth drifts too much between runs for
@@ -42,7 +55,9 @@
 // q2 80-81% -> 79-86% (no T0 / T0 at 512 B / 2048 / 3072 / 4096 B: q4 85 / 88-91 / 92-95 / 96 / 96%).
 // (The earlier 512 B for Q2/Q3 only, and "no gain for Q8/Q4", were measured between runs.)
 #define NEAR_PF 3072
+#ifndef NEAR_ON
 #define NEAR_ON(wt) true
+#endif
 
 AI size_t sb_bytes(enum qtype wt) {
     return wt == QT_Q8_X8 ? 8 * sizeof(struct blk_q8_g64) : wt == QT_Q4_X8 ? 8 * sizeof(struct blk_q4_g64)
@@ -152,7 +167,7 @@ AI void x8_dec(enum qtype wt, int NR, float *out, const struct xq8 *xq, const ui
         const char *pf = (const char *)base + (size_t)s * NR * sbb;
         for (size_t off = 0; off < NR * sbb; off += 64) {
             PF_DO(pf + PF_BYTES + off);
-            _mm_prefetch(pf + NEAR_PF + off, _MM_HINT_T0);
+            if (NEAR_ON(wt)) _mm_prefetch(pf + NEAR_PF + off, _MM_HINT_T0);
         }
         const uint8_t *sb[4];
         for (int r = 0; r < NR; r++) sb[r] = base + (size_t)r * rb + s * sbb;
