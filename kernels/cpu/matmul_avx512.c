@@ -120,10 +120,11 @@ AI void frow1(enum fkind kind, float *out, const float *x, const void *w, int64_
     int64_t k = 0;
     const int64_t step = 64 / (int64_t)es;   // weights per cache line
     for (; k + 4 * step <= n; k += 4 * step) {
-        for (int l = 0; l < 4; l++) {
-            _mm_prefetch(wr + (k + l * step) * es + FPF_BYTES, _MM_HINT_T1);
-            _mm_prefetch(wr + (k + l * step) * es + FPF_NEAR, _MM_HINT_T0);
-        }
+        if (FPF_BYTES)
+            for (int l = 0; l < 4; l++) {
+                _mm_prefetch(wr + (k + l * step) * es + FPF_BYTES, _MM_HINT_T1);
+                _mm_prefetch(wr + (k + l * step) * es + FPF_NEAR, _MM_HINT_T0);
+            }
         for (int u = 0; u < 4 * step / 16; u++)
             acc[u & 3] = _mm512_fmadd_ps(ldw16(kind, wr, k + 16 * u), _mm512_loadu_ps(x + k + 16 * u), acc[u & 3]);
     }

@@ -17,8 +17,8 @@
  * each (three 3-bit fields per byte; two codes have their high bit in a separate field). Exactness: |class sums| < 2^31 for every superblock
  * (at most 16 DPBUSD of 4 products <= 255 * 127 each per lane).
  *
- * Decode (t = 1) walks one row at a time (x8_dec) with a software prefetch PF_BYTES ahead, spread
- * over the superblock's VPDPBUSDs; prefill (t > 1) uses 2-row x 4-token tiles of fully unpacked
+ * Decode (t = 1) walks one row at a time (x8_dec) with a software prefetch PF_BYTES(wt) ahead (none
+ * for Q8/Q4); prefill (t > 1) uses 2-row x 4-token tiles of fully unpacked
  * code vectors (x8_tile_pf).
  * Test: tests/test_kernels_matmul.c (X8 vs the natural reference). Docs: docs/KERNELS.md. */
 #include <immintrin.h>
@@ -28,27 +28,41 @@
 #include "quant/repack.h"
 
 #define AI static inline __attribute__((always_inline))
-// decode: software prefetch into L2 (T1) PF_BYTES ahead of the single weight stream, once per line.
+// decode: software prefetch into L2 (T1) PF_BYTES(wt) ahead of the single weight stream, once per line.
 // Measured on the 2-core Xeon VM (./llm-bench --kernels --filter x8 -t 2, TinyLlama shapes): T0 at
 // 1536 B (the natural kernel's choice) gave q8/q4/q3/q2 74-80/60-71/57-68/53-65% of the read roof;
 // T1 at 3072 / 6144 / 9216 / 12288 / 16384 B: q4 74-85 / 75-82 / 75-86 / 72-79 / 70-80%; 6144-9216
 // best for every type, 8192 taken. (The stream probe's read roof includes the same prefetch, bench/.)
-// PF_BYTES / PF_HINT / PF_NONE / NEAR_ON are overridable for A/B builds. On the Zen 4 VM
-// (2026-12-03, --sweep -q 8,4,3,2 -r 5, three alternating rounds) T2 or T1, with or without the T0
-// prefetch, and no software prefetch at all were all within the run-to-run noise (q4 73-98%);
-// T0 only and NTA were worse (q4 54-79%).
-#ifndef PF_BYTES
-#define PF_BYTES 8192
+// Since 2026-12-03 the distance is per type, 0 = no software prefetch (the hardware prefetchers
+// alone). Zen 4 VM, a DRAM-resident decode matmul (n = 2048, 100-300 MB of random X8 weights, the
+// engine's cpu_matmul) alternated with plain and prefetched read passes over the same buffer, three
+// rounds, % of the faster read: 1 thread, 8 KiB (the old default for all) / none / 16 KiB: q8 79-83 /
+// 92-104 / 77-82%, q4 80-85 / 87-100 / 76-86%, q3 88-96 / 69-88 / 91-99%, q2 91-95 / 74-78 /
+// 101-105%; 2 threads q8 74-82 / 90-103 / 78-87%, q4 79-91 / 89-104 / 76-86%, q3 86-94 / 74-96 /
+// 87-93%, q2 89-91 / 78-95 / 90-94%. The types with the least arithmetic per byte stream best
+// without the prefetch instructions (they take load slots: 18 per Q8 superblock), the ones with the
+// most need them further ahead. The hint: T1, T2, with or without the T0 step below, all equal
+// within the noise of `--sweep -q 8,4,3,2 -r 5`; T0 only and NTA worse. PF_Q8 .. PF_Q2, PF_HINT and
+// NEAR_ON are -D-overridable for such A/Bs.
+#ifndef PF_Q8
+#define PF_Q8 0
 #endif
+#ifndef PF_Q4
+#define PF_Q4 0
+#endif
+#ifndef PF_Q3
+#define PF_Q3 8192
+#endif
+#ifndef PF_Q2
+#define PF_Q2 16384
+#endif
+#define PF_BYTES(wt) \
+    ((size_t)((wt) == QT_Q8_X8 ? PF_Q8 : (wt) == QT_Q4_X8 ? PF_Q4 : (wt) == QT_Q3_X8 ? PF_Q3 : PF_Q2))
 #ifndef PF_HINT
 #define PF_HINT _MM_HINT_T1
 #endif
-#ifdef PF_NONE
-#define PF_DO(a) ((void)(a))
-#else
 #define PF_DO(a) _mm_prefetch((a), PF_HINT)
-#endif
-// Every type also pulls the lines NEAR_PF ahead from L2 into L1 (T0). Measured with the decode
+// Every type that prefetches also pulls the lines NEAR_PF ahead from L2 into L1 (T0). Measured with the decode
 // matmuls of 22 TinyLlama layers (q/k/v, o, gate/up, down) alternating per pass with a read-only
 // probe over the same buffers, in one process (the VM's bandwidth drifts too much between runs for
 // a 3% effect): q4 84-88% -> 95-96% of that probe, q8 89-95% -> 96-97%, q3 79-87% -> 90%,
@@ -165,10 +179,11 @@ AI void x8_dec(enum qtype wt, int NR, float *out, const struct xq8 *xq, const ui
     for (int r = 0; r < NR; r++) accf[r] = accm[r] = _mm256_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         const char *pf = (const char *)base + (size_t)s * NR * sbb;
-        for (size_t off = 0; off < NR * sbb; off += 64) {
-            PF_DO(pf + PF_BYTES + off);
-            if (NEAR_ON(wt)) _mm_prefetch(pf + NEAR_PF + off, _MM_HINT_T0);
-        }
+        if (PF_BYTES(wt))
+            for (size_t off = 0; off < NR * sbb; off += 64) {
+                PF_DO(pf + PF_BYTES(wt) + off);
+                if (NEAR_ON(wt)) _mm_prefetch(pf + NEAR_PF + off, _MM_HINT_T0);
+            }
         const uint8_t *sb[4];
         for (int r = 0; r < NR; r++) sb[r] = base + (size_t)r * rb + s * sbb;
         __m512i S[4];
@@ -291,9 +306,9 @@ AI void x8_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, co
     const size_t rb = qtype_row_bytes(wt, n);
     const uint8_t *w8 = w;
     if (t == 1) {
-        // the stream's first PF_BYTES: the in-loop prefetch only covers what follows
+        // the stream's first PF_BYTES(wt): the in-loop prefetch only covers what follows
         const char *c0 = (const char *)(w8 + (size_t)r0 * rb);
-        const size_t head = (size_t)(r1 - r0) * rb < PF_BYTES ? (size_t)(r1 - r0) * rb : PF_BYTES;
+        const size_t head = (size_t)(r1 - r0) * rb < PF_BYTES(wt) ? (size_t)(r1 - r0) * rb : PF_BYTES(wt);
         for (size_t off = 0; off < head; off += 64) PF_DO(c0 + off);
         int64_t i = r0;
         for (; i + DEC_NR <= r1; i += DEC_NR) x8_dec(wt, DEC_NR, out, xq, w8 + (size_t)i * rb, rb, i);
