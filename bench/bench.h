@@ -211,6 +211,7 @@ struct bench_sweep_opts {
     int threads[BENCH_MAX_LIST], n_threads;
     int layers;                                // 0 = the preset's
     int passes;                                // timed passes of each kind
+    int matrix_mb;                             // > 0: one dim-wide matrix of about this many MB instead
     uint64_t seed;
 };
 int bench_sweep_run(const struct bench_sweep_opts *o);

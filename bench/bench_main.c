@@ -61,6 +61,8 @@ static void usage(FILE *f) {
         "  -q LIST           16 (f16), 8, 4, 3, 2 (default all)\n"
         "  --preset P        shapes: tinyllama (default), llama-3.2-1b, smollm2-135m, llama-2-7b\n"
         "  --layers N        first N layers only; -r N timed passes of each kind (default 10)\n"
+        "  --matrix MB       instead one matrix, the preset's dim wide, ~MB megabytes: the plainest\n"
+        "                    stream (one decode matmul per pass, the same guided chunks)\n"
         "  -t LIST           thread counts (default: all cores)\n"
         "\n"
         "synthetic models (--make-model):\n"
@@ -135,7 +137,7 @@ int main(int argc, char **argv) {
     struct bench_kernel_opts ko = {.min_seconds = 0.5, .seed = 42};
     bool q_given = false;
     const char *preset = NULL, *sweep_preset = "tinyllama", *out_arg = NULL, *vocab = DEFAULT_VOCAB, *type = "f16";
-    int threads[BENCH_MAX_LIST], n_threads = 0, layers = 0, reps = -1;
+    int threads[BENCH_MAX_LIST], n_threads = 0, layers = 0, reps = -1, matrix_mb = 0;
     long size_mib = 0;   // 0: max(1024, 4 x LLC)
     uint64_t seed = 0;
     bool seed_set = false;
@@ -188,6 +190,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--size-mib")) size_mib = parse_long(a, NEXT_ARG, 16, 1 << 20);
         else if (!strcmp(a, "--vocab")) vocab = NEXT_ARG;
         else if (!strcmp(a, "--type")) type = NEXT_ARG;
+        else if (!strcmp(a, "--matrix")) matrix_mb = (int)parse_long(a, NEXT_ARG, 1, 65536);
         else if (!strcmp(a, "--layers")) layers = (int)parse_long(a, NEXT_ARG, 1, LOADER_MAX_LAYERS);
         else die("unknown flag '%s'", a);
 #undef NEXT_ARG
@@ -247,7 +250,7 @@ int main(int argc, char **argv) {
     }
     if (mode == MODE_SWEEP) {
         struct bench_sweep_opts so = {.preset = sweep_preset, .layers = layers, .passes = reps > 0 ? reps : 10,
-                                      .seed = seed_set ? seed : 1};
+                                      .matrix_mb = matrix_mb, .seed = seed_set ? seed : 1};
         if (!synth_preset_find(sweep_preset))
             die("unknown preset '%s' (tinyllama, llama-3.2-1b, smollm2-135m, llama-2-7b)", sweep_preset);
         if (!q_given) {

@@ -68,11 +68,18 @@ static void *sweep_alloc(size_t n) {
     return p;
 }
 
-// every layer gets its own copy of one random matrix per shape (the bytes are what matters)
-static int set_make(struct sweep_set *s, const struct model_config *c, int n_layers, struct bench_rng *g) {
+// every layer gets its own copy of one random matrix per shape (the bytes are what matters); with
+// matrix_d > 0 one layer whose only matrix (M_Q) is dim x matrix_d
+static int set_make(struct sweep_set *s, const struct model_config *c, int n_layers, int64_t matrix_d,
+                    struct bench_rng *g) {
     const int64_t dim = c->dim, kv = (int64_t)c->n_kv_heads * c->head_dim, q = (int64_t)c->n_heads * c->head_dim;
-    const int64_t shp[N_MATS][2] = {{dim, q}, {dim, kv}, {dim, kv}, {q, dim}, {dim, c->hidden_dim},
-                                    {dim, c->hidden_dim}, {c->hidden_dim, dim}};
+    int64_t shp[N_MATS][2] = {{dim, q}, {dim, kv}, {dim, kv}, {q, dim}, {dim, c->hidden_dim},
+                              {dim, c->hidden_dim}, {c->hidden_dim, dim}};
+    if (matrix_d > 0) {
+        memset(shp, 0, sizeof shp);
+        shp[M_Q][0] = dim;
+        shp[M_Q][1] = matrix_d;
+    }
     s->w = calloc((size_t)n_layers * N_MATS, sizeof *s->w);
     float *row = malloc((size_t)(c->hidden_dim > dim ? c->hidden_dim : dim) * sizeof *row);
     if (!s->w || !row) { free(row); return -1; }
@@ -80,6 +87,7 @@ static int set_make(struct sweep_set *s, const struct model_config *c, int n_lay
     for (int m = 0; m < N_MATS; m++) {
         s->n[m] = shp[m][0];
         s->d[m] = shp[m][1];
+        if (!s->d[m]) continue;
         const size_t rb = qtype_row_bytes(s->wt, s->n[m]);
         s->bytes[m] = rb * (size_t)s->d[m];
         const size_t alloc = (s->bytes[m] + 63) & ~(size_t)63;
@@ -137,12 +145,17 @@ static void sweep_pass(struct threadpool *tp, enum cpu_isa isa, const struct swe
         void *const *w = s->w + l * N_MATS;
         if (mode) {
             for (int m = 0; m < N_MATS; m++) {
+                if (!s->d[m]) continue;
                 rj->p = w[m];
                 rj->bytes = s->bytes[m];
                 rj->pf = mode - 1;
                 atomic_store(&rj->next, 0);
                 threadpool_run(tp, read_worker, rj);
             }
+            continue;
+        }
+        if (!s->d[M_K]) {   // --matrix: the one matrix
+            cpu_matmul(tp, isa, s->wt, out[M_Q], x, w[M_Q], s->n[M_Q], s->d[M_Q], 1);
             continue;
         }
         struct cpu_matmul_part qkv[3], gu[2];
@@ -162,7 +175,8 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
         return 1;
     }
     const struct model_config *c = &p->cfg;
-    const int n_layers = o->layers > 0 && o->layers < c->n_layers ? o->layers : c->n_layers;
+    const int n_layers = o->matrix_mb > 0 ? 1 : o->layers > 0 && o->layers < c->n_layers ? o->layers : c->n_layers;
+    int64_t out_n = (c->hidden_dim > c->dim ? c->hidden_dim : c->dim) * 4;   // floats per output buffer
     const enum cpu_isa isa = cpu_isa_detect();
     struct bench_rng g;
     bench_rng_seed(&g, o->seed);
@@ -171,7 +185,7 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
     int rc = x ? 0 : 1;
     for (int64_t i = 0; x && i < xn; i++) x[i] = (float)bench_rng_uniform(&g, -1, 1);
     for (int m = 0; m < N_MATS && !rc; m++)
-        if (!(out[m] = malloc((size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim) * 4 * sizeof(float)))) rc = 1;
+        if (!(out[m] = malloc((size_t)out_n * sizeof(float)))) rc = 1;
     printf("| type | threads | MB/pass | matmul ms | GB/s | probe GB/s | %% of probe |\n");
     printf("| ---- | ------: | ------: | --------: | ---: | ---------: | ---------: |\n");
     for (int ti = 0; ti < o->n_threads && !rc; ti++) {
@@ -179,9 +193,27 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
         if (!tp) { rc = 1; break; }
         for (int qi = 0; qi < o->n_bits && !rc; qi++) {
             struct sweep_set s = {.wt = sweep_type(o->bits[qi], isa, c->dim, c->hidden_dim)};
-            fprintf(stderr, "sweep: %s, %d layers of %s, %d thread(s)\n", qtype_traits[s.wt].name, n_layers,
-                    p->name, o->threads[ti]);
-            if (set_make(&s, c, n_layers, &g) != 0) {
+            // --matrix: rows for o->matrix_mb MB, a multiple of 64
+            const int64_t md =
+                o->matrix_mb > 0
+                    ? ((int64_t)((double)o->matrix_mb * 1e6 / (double)qtype_row_bytes(s.wt, c->dim)) + 63) / 64 * 64
+                    : 0;
+            if (md > out_n) {   // only out[M_Q] is written in this mode
+                free(out[M_Q]);
+                out_n = md;
+                if (!(out[M_Q] = malloc((size_t)out_n * sizeof(float)))) {
+                    fprintf(stderr, "bench --sweep: out of memory\n");
+                    rc = 1;
+                    break;
+                }
+            }
+            if (md)
+                fprintf(stderr, "sweep: %s, one %d x %lld matrix, %d thread(s)\n", qtype_traits[s.wt].name, c->dim,
+                        (long long)md, o->threads[ti]);
+            else
+                fprintf(stderr, "sweep: %s, %d layers of %s, %d thread(s)\n", qtype_traits[s.wt].name, n_layers,
+                        p->name, o->threads[ti]);
+            if (set_make(&s, c, n_layers, md, &g) != 0) {
                 fprintf(stderr, "bench --sweep: out of memory\n");
                 set_free(&s, n_layers);
                 rc = 1;
@@ -217,7 +249,11 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
         }
         threadpool_destroy(tp);
     }
-    if (!rc)
+    if (!rc && o->matrix_mb > 0)
+        printf("\n- one %s-wide matrix of ~%d MB, %d passes of each kind interleaved; medians. probe = the fastest of "
+               "plain, L2- and L2+L1-prefetched reads of the same buffer, in the matmul's guided chunks\n",
+               p->name, o->matrix_mb, o->passes);
+    else if (!rc)
         printf("\n- %s shapes, %d layers, %d passes of each kind interleaved; medians. probe = the fastest of "
                "plain, L2- and L2+L1-prefetched reads of the same buffers, in the matmuls' guided chunks per matrix\n",
                p->name, n_layers, o->passes);

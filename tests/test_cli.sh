@@ -55,6 +55,7 @@ expect_err "llama2c without tokenizer" "none.bin: cannot open|tokenizer" ./infer
 expect_err "bench: bad --roof" "paired, fresh or cached" ./llm-bench -m "$G" --roof sometimes
 expect_err "bench --sweep: bad -q" "16 \\(f16\\), 8, 4, 3 or 2" ./llm-bench --sweep -q 5
 expect_err "bench --sweep: bad preset" "unknown preset" ./llm-bench --sweep --preset gpt9
+expect_err "bench --sweep: bad --matrix" "bad value for --matrix" ./llm-bench --sweep --matrix 0
 expect_err "tokenize: bad flag" "unknown|usage" ./tokenize -m "$G" --what
 # good runs
 expect_ok "help" ./infer --help
@@ -62,6 +63,7 @@ expect_ok "generate" ./infer -m "$G" -n 8 -p "Once upon a time" -s 1
 expect_ok "generate quantized" ./infer -m "$G" -n 8 -q 4 -s 1
 expect_ok "tokenize" ./tokenize -m "$G" -p "Once upon a time" --ids
 expect_ok "bench --sweep (1 layer, q4 and f16)" ./llm-bench --sweep -q 4,16 --layers 1 -r 2
+expect_ok "bench --sweep --matrix (one 8 MB matrix, q3)" ./llm-bench --sweep -q 3 --matrix 8 -r 2
 
 # weights copied from the file mapping onto huge pages (matrices >= 2 MiB of an f16 file) give the
 # same greedy text as weights used in place (LLM_HUGEPAGES=0)
