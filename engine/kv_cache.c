@@ -3,6 +3,7 @@
  * attention reads (dequantizing rows of quantized caches through the traits table). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/kv_cache.h"
 
@@ -52,6 +53,10 @@ int kv_cache_init(struct kv_cache *kv, struct backend *be, int n_layers, int n_c
                 return ERR(e, ERR_OOM, "KV cache: cannot allocate %.1f MiB per layer (n_ctx=%d); try a smaller -c",
                            layer_bytes / 1048576.0, n_ctx);
             }
+            // Host caches are zeroed (first-touched) here, not on the first write of each page during
+            // decode: a page fault per 4 KiB of new rows made set_rows ~5.6 us per call (11 us per
+            // layer per token, ~1.3% of TinyLlama q4 decode; llama.cpp clears its KV buffer too).
+            if (be->host_memory) memset(ts[i]->data, 0, layer_bytes);
             kv->nbytes += layer_bytes;
         }
     }

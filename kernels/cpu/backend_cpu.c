@@ -101,19 +101,6 @@ static void cpu_embed(struct backend *be, struct tensor *out, const struct tenso
     }
 }
 
-static void cpu_rmsnorm(struct backend *be, struct tensor *out, const struct tensor *x,
-                        const struct tensor *w, float eps) {
-    const int64_t n = x->ne[0];
-    const float *wd = w->data;
-    for (int64_t t = 0; t < x->ne[1]; t++) {
-        const float *xr = (const float *)x->data + t * n;
-        float *o = (float *)out->data + t * n;
-        float ss = 0.0f;  // float accumulation in order, as llama2.c does (the reference numerics)
-        for (int64_t i = 0; i < n; i++) ss += xr[i] * xr[i];
-        ss = 1.0f / sqrtf(ss / (float)n + eps);
-        for (int64_t i = 0; i < n; i++) o[i] = wd[i] * (ss * xr[i]);
-    }
-}
 
 static void cpu_op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
                        const struct tensor *w) {
@@ -201,6 +188,24 @@ static inline float dot16(const float *a, const float *b, int n) {
     float s = acc[0] + acc[1];
     for (; i < n; i++) s += a[i] * b[i];
     return s;
+}
+
+/* rmsnorm of one row: the sum of squares by dot16 (16 lanes, a fixed tree: the same bits in every
+ * ISA clone) instead of llama2.c's one serial float chain, which was a 2048-add latency chain: 3.5 us
+ * per TinyLlama row, 45 rows per decoded token (~0.9% of q4 decode at 2 threads); now ~0.3 us.
+ * The result differs from the serial order by float rounding only (~1e-7 relative). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void rmsnorm_row(float *o, const float *xr, const float *wd, int64_t n, float eps) {
+    float ss = dot16(xr, xr, (int)n);
+    ss = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) o[i] = wd[i] * (ss * xr[i]);
+}
+
+static void cpu_rmsnorm(struct backend *be, struct tensor *out, const struct tensor *x,
+                        const struct tensor *w, float eps) {
+    const int64_t n = x->ne[0];
+    for (int64_t t = 0; t < x->ne[1]; t++)
+        rmsnorm_row((float *)out->data + t * n, (const float *)x->data + t * n, w->data, n, eps);
 }
 
 /* dot16 of 8 rows a + r * hd (r < 8) with one b, hd a multiple of 16, out[r]: the same per-lane
