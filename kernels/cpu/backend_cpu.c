@@ -17,6 +17,8 @@ struct cpu_ctx {
     enum cpu_isa isa;
     float *att_scratch;   // (n_threads, GQA group x n_ctx_max) attention scores
     size_t att_cap;       // floats per thread
+    float *dec_scratch;   // decode attention (att_decode): per-thread scores and rows, per-chunk partials
+    size_t dec_cap;       // floats
     bool oom;             // a deferred allocation failure, reported by sync()
 };
 
@@ -83,6 +85,7 @@ static void cpu_destroy(struct backend *be) {
     struct cpu_ctx *c = CTX(be);
     threadpool_destroy(c->tp);
     free(c->att_scratch);
+    free(c->dec_scratch);
     free(c);
     free(be);
 }
@@ -292,6 +295,50 @@ static inline void prefetch_row_l2(const float *p, int n) {
     for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 2);
 }
 
+/* o[0, hd) += sum over k < np of a[k] vr[k][0, hd), positions ascending per element; o is held in
+ * registers across the np rows (one load and store of o per block instead of per position: the
+ * per-position read-modify-write made every step wait on store forwarding, 15% of the attention
+ * samples were that vaddps). Same adds in the same order as the plain loop, so the same bits. */
+static inline void v_accumulate(float *o, const float *const *vr, const float *a, int np, int hd) {
+    int i = 0;
+    for (; i + 64 <= hd; i += 64) {
+        v16f t0, t1, t2, t3, v0, v1, v2, v3;
+        LD16F(t0, o + i);
+        LD16F(t1, o + i + 16);
+        LD16F(t2, o + i + 32);
+        LD16F(t3, o + i + 48);
+        for (int k = 0; k < np; k++) {
+            const float *v = vr[k] + i;
+            LD16F(v0, v);
+            LD16F(v1, v + 16);
+            LD16F(v2, v + 32);
+            LD16F(v3, v + 48);
+            t0 += a[k] * v0;
+            t1 += a[k] * v1;
+            t2 += a[k] * v2;
+            t3 += a[k] * v3;
+        }
+        ST16F(o + i, t0);
+        ST16F(o + i + 16, t1);
+        ST16F(o + i + 32, t2);
+        ST16F(o + i + 48, t3);
+    }
+    for (; i + 16 <= hd; i += 16) {
+        v16f t0, v0;
+        LD16F(t0, o + i);
+        for (int k = 0; k < np; k++) {
+            LD16F(v0, vr[k] + i);
+            t0 += a[k] * v0;
+        }
+        ST16F(o + i, t0);
+    }
+    for (; i < hd; i++) {
+        float t0 = o[i];
+        for (int k = 0; k < np; k++) t0 += a[k] * vr[k][i];
+        o[i] = t0;
+    }
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void att_worker(void *arg, int ith, int nth) {
     struct att_job *j = arg;
@@ -344,10 +391,7 @@ static void att_worker(void *arg, int ith, int nth) {
         }
         float *o0 = j->out + (size_t)t * q_dim + (size_t)kvh * grp * hd;
         for (int i = 0; i < grp * hd; i++) o0[i] = 0.0f;
-        // blocks of positions, each head's output held in registers across a block: one load and
-        // store of o per block instead of per position (the per-position read-modify-write made every
-        // step wait on store forwarding: 15% of the attention samples were that vaddps). Same adds in
-        // the same order (positions ascending per element), so the same bits as the plain loop.
+        // blocks of positions, each head's output accumulated in registers across a block (v_accumulate)
         const int vb = f32 || 4096 / hd >= ATT_VB ? ATT_VB : 4096 / hd;
         for (int p0 = 0; p0 < n_pos; p0 += vb) {
             const int np = n_pos - p0 < vb ? n_pos - p0 : vb;
@@ -368,47 +412,150 @@ static void att_worker(void *arg, int ith, int nth) {
             for (int g = 0; g < grp; g++) {
                 float a[ATT_VB];
                 for (int k = 0; k < np; k++) a[k] = att0[g * stride + p0 + k] * inv[g];
-                float *o = o0 + (size_t)g * hd;
-                int i = 0;
-                for (; i + 64 <= hd; i += 64) {
-                    v16f t0, t1, t2, t3, v0, v1, v2, v3;
-                    LD16F(t0, o + i);
-                    LD16F(t1, o + i + 16);
-                    LD16F(t2, o + i + 32);
-                    LD16F(t3, o + i + 48);
-                    for (int k = 0; k < np; k++) {
-                        const float *v = vr[k] + i;
-                        LD16F(v0, v);
-                        LD16F(v1, v + 16);
-                        LD16F(v2, v + 32);
-                        LD16F(v3, v + 48);
-                        t0 += a[k] * v0;
-                        t1 += a[k] * v1;
-                        t2 += a[k] * v2;
-                        t3 += a[k] * v3;
+                v_accumulate(o0 + (size_t)g * hd, vr, a, np, hd);
+            }
+        }
+    }
+}
+
+/* Decode (one query token): the positions are split into chunks (split-K, "flash decoding"), and
+ * each task reads its chunk's whole cache rows (all kv heads, kv_dim floats) in order, so both K and
+ * V are read as sequential streams that the hardware prefetchers follow; the per-(token, kv head)
+ * tasks above read 256-byte pieces of rows 1 KiB apart (TinyLlama), a pattern the prefetchers lose.
+ * Each chunk leaves, per query head, its max score m, its sum l of e^(s - m) and o = sum e^(s - m) v;
+ * the calling thread merges the chunks in chunk order. The chunk size depends on n_pos only (32
+ * positions, doubled until there are at most 8 chunks), never on the thread count, so the result is
+ * the same for any -t (tests/test_backend_cpu.c checks 1 vs 2 threads bit for bit). TinyLlama q4
+ * tg256, 2 threads, attention per layer on the calling thread incl. its wait for the other: per-head
+ * tasks 32 / 39 us, chunks 26 / 27 us (two alternating runs; ~1% of decode at this depth, more with
+ * longer contexts, where attention's share grows linearly). */
+#ifndef ATTD_NEAR
+#define ATTD_NEAR 8    // rows ahead, to L1
+#endif
+#ifndef ATTD_FAR
+#define ATTD_FAR 32    // rows ahead, to L2
+#endif
+struct attd_job {
+    const float *q;
+    const struct tensor *kc, *vc;
+    int n_heads, n_kv_heads, head_dim, n_pos, ch, n_ch;
+    float *part;    // n_ch x (q_dim o, n_heads m, n_heads l)
+    float *sc;      // per thread: n_heads x ch scores, then ATT_VB + 1 dequantized rows of kv_dim
+    size_t sc_per_thread;
+};
+
+static inline const float *cache_row(const struct tensor *t, int p, int kv_dim, float *tmp) {
+    if (t->type == QT_F32) return (const float *)t->data + (size_t)p * kv_dim;
+    qtype_traits[t->type].dequantize_row(tmp, (const uint8_t *)t->data + (size_t)p * qtype_row_bytes(t->type, kv_dim), kv_dim);
+    return tmp;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void attd_worker(void *arg, int ith, int nth) {
+    const struct attd_job *j = arg;
+    const int hd = j->head_dim, n_kv = j->n_kv_heads, kv_dim = n_kv * hd, q_dim = j->n_heads * hd;
+    const int grp = j->n_heads / n_kv, ch = j->ch;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = j->sc + (size_t)ith * j->sc_per_thread, *rows = sc + (size_t)j->n_heads * ch;
+    const bool f32 = j->kc->type == QT_F32 && j->vc->type == QT_F32;
+    const int c0 = (int)((int64_t)j->n_ch * ith / nth), c1 = (int)((int64_t)j->n_ch * (ith + 1) / nth);
+    for (int ci = c0; ci < c1; ci++) {
+        const int p0 = ci * ch, p1 = p0 + ch < j->n_pos ? p0 + ch : j->n_pos;
+        float *o = j->part + (size_t)ci * (q_dim + 2 * j->n_heads), *m = o + q_dim, *l = m + j->n_heads;
+        if (f32)
+            for (int p = p0; p < p1 && p < p0 + ATTD_NEAR; p++) prefetch_row((const float *)j->kc->data + (size_t)p * kv_dim, kv_dim);
+        for (int p = p0; p < p1; p++) {   // scores: sc[qh * ch + p - p0]
+            if (f32) {   // K rows: to L1 ATTD_NEAR ahead, to L2 ATTD_FAR ahead; this V row to L2
+                const float *kb = (const float *)j->kc->data, *vb = (const float *)j->vc->data;
+                if (p + ATTD_NEAR < j->n_pos) prefetch_row(kb + (size_t)(p + ATTD_NEAR) * kv_dim, kv_dim);
+                if (p + ATTD_FAR < j->n_pos) prefetch_row_l2(kb + (size_t)(p + ATTD_FAR) * kv_dim, kv_dim);
+                prefetch_row_l2(vb + (size_t)p * kv_dim, kv_dim);
+            }
+            const float *kr = cache_row(j->kc, p, kv_dim, rows);
+            for (int h = 0; h < n_kv; h++) {
+                const float *q0 = j->q + (size_t)h * grp * hd, *krow = kr + (size_t)h * hd;
+                int g = 0;
+                if (hd % 16 == 0)
+                    for (; g + 8 <= grp; g += 8) {
+                        float s8[8];
+                        dot16x8(q0 + (size_t)g * hd, hd, krow, s8);
+                        for (int r = 0; r < 8; r++) sc[(size_t)(h * grp + g + r) * ch + (p - p0)] = s8[r] * scale;
                     }
-                    ST16F(o + i, t0);
-                    ST16F(o + i + 16, t1);
-                    ST16F(o + i + 32, t2);
-                    ST16F(o + i + 48, t3);
-                }
-                for (; i + 16 <= hd; i += 16) {
-                    v16f t0, v0;
-                    LD16F(t0, o + i);
-                    for (int k = 0; k < np; k++) {
-                        LD16F(v0, vr[k] + i);
-                        t0 += a[k] * v0;
-                    }
-                    ST16F(o + i, t0);
-                }
-                for (; i < hd; i++) {
-                    float t0 = o[i];
-                    for (int k = 0; k < np; k++) t0 += a[k] * vr[k][i];
-                    o[i] = t0;
+                for (; g < grp; g++) sc[(size_t)(h * grp + g) * ch + (p - p0)] = dot16(q0 + (size_t)g * hd, krow, hd) * scale;
+            }
+        }
+        const int np = p1 - p0;
+        for (int qh = 0; qh < j->n_heads; qh++) {
+            float *a = sc + (size_t)qh * ch, mx = a[0], sum = 0.0f;
+            for (int p = 1; p < np; p++) mx = a[p] > mx ? a[p] : mx;
+            for (int p = 0; p < np; p++) a[p] = exp_neg(a[p] - mx);
+            for (int p = 0; p < np; p++) sum += a[p];
+            m[qh] = mx;
+            l[qh] = sum;
+        }
+        for (int i = 0; i < q_dim; i++) o[i] = 0.0f;
+        for (int b0 = p0; b0 < p1; b0 += ATT_VB) {
+            const int nb = p1 - b0 < ATT_VB ? p1 - b0 : ATT_VB;
+            const float *vr[ATT_VB];
+            for (int k = 0; k < nb; k++) vr[k] = cache_row(j->vc, b0 + k, kv_dim, rows + (size_t)k * kv_dim);
+            if (f32)   // the next block's V rows, L2 -> L1
+                for (int p = b0 + ATT_VB; p < p1 && p < b0 + 2 * ATT_VB; p++)
+                    prefetch_row((const float *)j->vc->data + (size_t)p * kv_dim, kv_dim);
+            for (int h = 0; h < n_kv; h++) {
+                const float *vh[ATT_VB];
+                for (int k = 0; k < nb; k++) vh[k] = vr[k] + (size_t)h * hd;
+                for (int g = 0; g < grp; g++) {
+                    const int qh = h * grp + g;
+                    v_accumulate(o + (size_t)qh * hd, vh, sc + (size_t)qh * ch + (b0 - p0), nb, hd);
                 }
             }
         }
     }
+}
+
+// the chunks' partials merged in chunk order: out = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c
+static void attd_merge(const struct attd_job *j, float *out) {
+    const int hd = j->head_dim, q_dim = j->n_heads * hd;
+    const size_t stride = (size_t)q_dim + 2 * (size_t)j->n_heads;
+    for (int qh = 0; qh < j->n_heads; qh++) {
+        float mx = j->part[q_dim + qh];
+        for (int c = 1; c < j->n_ch; c++) {
+            const float mc = j->part[c * stride + q_dim + qh];
+            mx = mc > mx ? mc : mx;
+        }
+        float f[64], sum = 0.0f;   // n_ch <= 8
+        for (int c = 0; c < j->n_ch; c++) {
+            f[c] = exp_neg(j->part[c * stride + q_dim + qh] - mx);
+            sum += f[c] * j->part[c * stride + q_dim + j->n_heads + qh];
+        }
+        const float inv = 1.0f / sum;
+        float *o = out + (size_t)qh * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int c = 0; c < j->n_ch; c++) {
+            const float w = f[c] * inv, *oc = j->part + c * stride + (size_t)qh * hd;
+            for (int i = 0; i < hd; i++) o[i] += w * oc[i];
+        }
+    }
+}
+
+static void att_decode(struct cpu_ctx *c, float *out, const float *q, const struct tensor *kc, const struct tensor *vc,
+                       int n_heads, int n_kv_heads, int head_dim, int n_pos) {
+    int ch = 32;
+    while ((n_pos + ch - 1) / ch > 8) ch *= 2;
+    const int n_ch = (n_pos + ch - 1) / ch, nth = threadpool_size(c->tp);
+    const int kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    const size_t per_thread = (size_t)n_heads * ch + (size_t)(ATT_VB + 1) * kv_dim;
+    const size_t need = per_thread * nth + (size_t)n_ch * (q_dim + 2 * (size_t)n_heads);
+    if (need > c->dec_cap) {   // grows with the chunk size (a few times per context), then stays
+        free(c->dec_scratch);
+        c->dec_scratch = malloc(need * sizeof(float));
+        c->dec_cap = c->dec_scratch ? need : 0;
+        if (!c->dec_scratch) { c->oom = true; return; }   // reported by sync()
+    }
+    struct attd_job j = {q, kc, vc, n_heads, n_kv_heads, head_dim, n_pos, ch, n_ch,
+                         c->dec_scratch + per_thread * nth, c->dec_scratch, per_thread};
+    threadpool_run(c->tp, attd_worker, &j);
+    attd_merge(&j, out);
 }
 
 static void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *q,
@@ -418,6 +565,10 @@ static void cpu_attention(struct backend *be, struct tensor *out, const struct t
     const int n_tokens = (int)q->ne[1];
     const int grp = n_heads / n_kv_heads;
     if (grp > 64) { c->oom = true; return; }   // never for real models (GQA groups are <= 16)
+    if (n_tokens == 1) {
+        att_decode(c, out->data, q->data, k_cache, v_cache, n_heads, n_kv_heads, head_dim, pos0 + 1);
+        return;
+    }
     size_t need = (size_t)k_cache->ne[1] * (size_t)grp;   // grp score rows of the cache length
     if (need > c->att_cap) {   // grows once to the cache length; engine calls attention serially
         free(c->att_scratch);
