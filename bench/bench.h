@@ -183,6 +183,7 @@ struct bench_e2e_opts {
     int threads[BENCH_MAX_LIST], n_threads;
     int reps;
     bool no_kv_cache;                          // also run the naive (re-prefill) decode
+    int depth;                                 // tg: tokens already in the KV cache (-d)
     bool roof_cached;                          // --roof cached: the cached probe, not a fresh one
     bool roof_paired;                          // --roof paired (default): tg vs read passes between tokens
     int n_gpu_layers;

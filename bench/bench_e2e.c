@@ -223,15 +223,16 @@ static int run_pp(struct engine *en, int n, struct bench_rng *g, float *logits, 
     return rc;
 }
 
-/* Decode n tokens after TG_PROMPT. naive: every step runs the whole sequence from position 0 (the
+/* Decode n tokens after TG_PROMPT + depth (prefilled in one untimed forward). naive: every step runs the whole sequence from position 0 (the
  * KV cache is simply overwritten), i.e. what generation costs without a cache. */
-static int run_tg(struct engine *en, int n, bool naive, struct bench_rng *g, float *logits,
+static int run_tg(struct engine *en, int n, int depth, bool naive, struct bench_rng *g, float *logits,
                   double *sec, struct pair_probe *pp, struct err *e) {
-    int vocab = engine_config(en)->vocab_size, len = TG_PROMPT + n;
+    const int pre = TG_PROMPT + depth;
+    int vocab = engine_config(en)->vocab_size, len = pre + n;
     int32_t *tok = malloc((size_t)len * sizeof *tok);
     if (!tok) return ERR(e, ERR_OOM, "tokens");
     for (int i = 0; i < len; i++) tok[i] = (int32_t)(bench_rng_u64(g) % (uint64_t)vocab);
-    int rc = naive ? 0 : engine_forward(en, tok, TG_PROMPT, 0, logits, false, e);
+    int rc = naive ? 0 : engine_forward(en, tok, pre, 0, logits, false, e);
     if (pp) {   // paired: a probe pass before the first token and after every token; tokens timed alone
         memset(pp->sec, 0, sizeof pp->sec);
         memset(pp->passes, 0, sizeof pp->passes);
@@ -240,7 +241,7 @@ static int run_tg(struct engine *en, int n, bool naive, struct bench_rng *g, flo
     *sec = 0;
     double t0 = bench_now();
     for (int i = 0; !rc && i < n; i++) {
-        int pos = TG_PROMPT + i;
+        int pos = pre + i;
         rc = naive ? engine_forward(en, tok, pos + 1, 0, logits, false, e)
                    : engine_forward(en, tok + pos, 1, pos, logits, false, e);
         if (pp) {
@@ -268,13 +269,13 @@ static double probe_read(int threads) {
 /* roof (NULL: none): a read probe before the first rep and after every rep, roof[0 .. reps], so
  * each rep has the probes on either side of it. pp (tg only, NULL: none): paired probe passes
  * between the tokens, and pair_roof[r] = rep r's roof (GB/s) */
-static int measure(struct engine *en, bool is_tg, bool naive, int n, int reps, struct bench_rng *g,
+static int measure(struct engine *en, bool is_tg, bool naive, int n, int depth, int reps, struct bench_rng *g,
                    float *logits, struct bench_stats *out, double *tps, double *roof, int threads,
                    struct pair_probe *pp, double *pair_roof_out, struct err *e) {
     if (roof && (roof[0] = probe_read(threads)) < 0) return ERR(e, ERR_OOM, "bandwidth probe buffer");
     for (int r = 0; r < reps; r++) {
         double sec = 0;
-        int rc = is_tg ? run_tg(en, n, naive, g, logits, &sec, pp, e) : run_pp(en, n, g, logits, &sec, e);
+        int rc = is_tg ? run_tg(en, n, depth, naive, g, logits, &sec, pp, e) : run_pp(en, n, g, logits, &sec, e);
         if (rc) return rc;
         tps[r] = n / sec;
         if (pp) {
@@ -418,7 +419,7 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
     for (int i = 0; i < o->n_threads; i++) max_t = o->threads[i] > max_t ? o->threads[i] : max_t;
     for (int i = 0; i < o->n_pp; i++) max_len = o->pp[i] > max_len ? o->pp[i] : max_len;
     for (int i = 0; i < o->n_tg; i++)
-        max_len = TG_PROMPT + o->tg[i] > max_len ? TG_PROMPT + o->tg[i] : max_len;
+        max_len = TG_PROMPT + o->depth + o->tg[i] > max_len ? TG_PROMPT + o->depth + o->tg[i] : max_len;
     struct stream_result sr;
     if (stream_get(&sr, max_t) != 0) return 1;
     int cap = o->n_quant * o->n_threads * (o->n_pp + o->n_tg), n_rows = 0;
@@ -478,13 +479,14 @@ int bench_e2e_run(const struct bench_e2e_opts *o) {
                 *r = base;
                 r->is_tg = k >= o->n_pp;
                 int n = r->is_tg ? o->tg[k - o->n_pp] : o->pp[k];
-                snprintf(r->test, sizeof r->test, "%s%d", r->is_tg ? "tg" : "pp", n);
+                if (r->is_tg && o->depth > 0) snprintf(r->test, sizeof r->test, "tg%d @ d%d", n, o->depth);
+                else snprintf(r->test, sizeof r->test, "%s%d", r->is_tg ? "tg" : "pp", n);
                 double tps[BENCH_MAX_REPS], roof[BENCH_MAX_REPS + 1], tps_naive[BENCH_MAX_REPS];
                 const bool paired = r->is_tg && pp, per_rep = r->is_tg && !o->roof_cached && !pp;
-                rc = measure(en, r->is_tg, false, n, o->reps, &g, logits, &r->tps, tps, per_rep ? roof : NULL,
+                rc = measure(en, r->is_tg, false, n, r->is_tg ? o->depth : 0, o->reps, &g, logits, &r->tps, tps, per_rep ? roof : NULL,
                              o->threads[ti], paired ? pp : NULL, roof, &e);
                 if (!rc && r->is_tg && o->no_kv_cache)
-                    rc = measure(en, true, true, n, o->reps, &g, logits, &r->naive, tps_naive, NULL, o->threads[ti],
+                    rc = measure(en, true, true, n, o->depth, o->reps, &g, logits, &r->naive, tps_naive, NULL, o->threads[ti],
                                  NULL, NULL, &e);
                 if (!rc && (per_rep || paired)) {   // each rep against its paired passes / the higher probe beside it
                     double sum = 0, best = 0, lo = 1e30, hi = 0;

@@ -28,6 +28,8 @@ static void usage(FILE *f) {
         "                    0 = keep the file's types (default 0), e.g. -q 0,8,4\n"
         "  -p LIST           prompt lengths for prefill tests (default 512; -p 0 skips pp)\n"
         "  -n LIST           tokens to generate for decode tests (default 128; -n 0 skips tg)\n"
+        "  -d N              decode at depth N: N more tokens in the KV cache (prefilled, not\n"
+        "                    timed) before each tg test, as llama-bench's -d (default 0)\n"
         "  -t LIST           thread counts (default: all %d cores)\n"
         "  -r N              repetitions per test, mean +- stddev (default 3)\n"
         "  --no-kv-cache     also time decode without a KV cache (re-run the prefix each token)\n"
@@ -161,6 +163,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-t")) n_threads = parse_list(a, NEXT_ARG, threads, 1, BENCH_MAX_THREADS);
         else if (!strcmp(a, "-r")) reps = (int)parse_long(a, NEXT_ARG, 1, 64);
         else if (!strcmp(a, "--no-kv-cache")) eo.no_kv_cache = true;
+        else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) eo.depth = (int)parse_long(a, NEXT_ARG, 0, 1 << 20);
         else if (!strcmp(a, "--roof")) {
             const char *v = NEXT_ARG;
             if (strcmp(v, "paired") && strcmp(v, "fresh") && strcmp(v, "cached"))

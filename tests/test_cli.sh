@@ -53,6 +53,7 @@ expect_err "folder without config.json" "config.json" ./infer -m "$T/dir"
 expect_err "vocab-only gguf" "vocab|no weights|tensor" ./infer -m "$D/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf" -p hi
 expect_err "llama2c without tokenizer" "none.bin: cannot open|tokenizer" ./infer -m "$D/models/stories260K/stories260K.bin" -z "$T/none.bin"
 expect_err "bench: bad --roof" "paired, fresh or cached" ./llm-bench -m "$G" --roof sometimes
+expect_err "bench: bad -d" "bad value for -d" ./llm-bench -m "$G" -d -1
 expect_err "bench --sweep: bad -q" "16 \\(f16\\), 8, 4, 3 or 2" ./llm-bench --sweep -q 5
 expect_err "bench --sweep: bad preset" "unknown preset" ./llm-bench --sweep --preset gpt9
 expect_err "bench --sweep: bad --matrix" "bad value for --matrix" ./llm-bench --sweep --matrix 0
@@ -76,6 +77,14 @@ if ./llm-bench --make-model tinyllama --layers 1 --type f16 -o "$T/t1.gguf" >/de
     rm -f "$T/t1.gguf"
 else
     echo "FAIL: make-model for the huge-page check: $(tail -1 "$T/err")"; fail=$((fail+1))
+fi
+
+# bench -d: decode after N more cached tokens, named as llama-bench does ("tg4 @ d16")
+n=$((n+1))
+if timeout 120 ./llm-bench -m "$G" -p 0 -n 4 -d 16 -r 1 2>"$T/err" | grep -q "| tg4 @ d16 |"; then
+    echo "ok: bench -d: tg4 @ d16"
+else
+    echo "FAIL: bench -d: $(tail -2 "$T/err")"; fail=$((fail+1))
 fi
 
 # bench: %roof is GB/s over the roof it reports (paired read passes, > 0), within rounding
