@@ -213,6 +213,7 @@ struct bench_sweep_opts {
     int layers;                                // 0 = the preset's
     int passes;                                // timed passes of each kind
     int matrix_mb;                             // > 0: one dim-wide matrix of about this many MB instead
+    bool by_regime;                            // also: pass pairs grouped by their probe's GB/s
     uint64_t seed;
 };
 int bench_sweep_run(const struct bench_sweep_opts *o);

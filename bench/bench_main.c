@@ -65,6 +65,8 @@ static void usage(FILE *f) {
         "  --layers N        first N layers only; -r N timed passes of each kind (default 10)\n"
         "  --matrix MB       instead one matrix, the preset's dim wide, ~MB megabytes: the plainest\n"
         "                    stream (one decode matmul per pass, the same guided chunks)\n"
+        "  --by-regime       also each matmul pass vs the probes right after it, grouped by the\n"
+        "                    probe's GB/s in 4 GB/s bins (the host's bandwidth regimes); use -r 200+\n"
         "  -t LIST           thread counts (default: all cores)\n"
         "\n"
         "synthetic models (--make-model):\n"
@@ -140,6 +142,7 @@ int main(int argc, char **argv) {
     bool q_given = false;
     const char *preset = NULL, *sweep_preset = "tinyllama", *out_arg = NULL, *vocab = DEFAULT_VOCAB, *type = "f16";
     int threads[BENCH_MAX_LIST], n_threads = 0, layers = 0, reps = -1, matrix_mb = 0;
+    bool by_regime = false;
     long size_mib = 0;   // 0: max(1024, 4 x LLC)
     uint64_t seed = 0;
     bool seed_set = false;
@@ -161,7 +164,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-p")) eo.n_pp = parse_list(a, NEXT_ARG, eo.pp, 0, 1 << 20);
         else if (!strcmp(a, "-n")) eo.n_tg = parse_list(a, NEXT_ARG, eo.tg, 0, 1 << 20);
         else if (!strcmp(a, "-t")) n_threads = parse_list(a, NEXT_ARG, threads, 1, BENCH_MAX_THREADS);
-        else if (!strcmp(a, "-r")) reps = (int)parse_long(a, NEXT_ARG, 1, 64);
+        else if (!strcmp(a, "-r")) reps = (int)parse_long(a, NEXT_ARG, 1, 10000);   // > 64: --sweep only (checked below)
         else if (!strcmp(a, "--no-kv-cache")) eo.no_kv_cache = true;
         else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) eo.depth = (int)parse_long(a, NEXT_ARG, 0, 1 << 20);
         else if (!strcmp(a, "--roof")) {
@@ -193,6 +196,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--size-mib")) size_mib = parse_long(a, NEXT_ARG, 16, 1 << 20);
         else if (!strcmp(a, "--vocab")) vocab = NEXT_ARG;
         else if (!strcmp(a, "--type")) type = NEXT_ARG;
+        else if (!strcmp(a, "--by-regime")) by_regime = true;
         else if (!strcmp(a, "--matrix")) matrix_mb = (int)parse_long(a, NEXT_ARG, 1, 65536);
         else if (!strcmp(a, "--layers")) layers = (int)parse_long(a, NEXT_ARG, 1, LOADER_MAX_LAYERS);
         else die("unknown flag '%s'", a);
@@ -203,6 +207,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "\nbench: choose a mode: -m MODEL, --stream, --kernels or --make-model\n");
         return 2;
     }
+    if (by_regime && mode != MODE_SWEEP) die("%s only applies to --sweep", "--by-regime");
+    if (reps > 64 && mode != MODE_SWEEP) die("bad value for -r: at most 64 reps %s", "(up to 10000 with --sweep)");
     if (n_threads == 0 && mode != MODE_STREAM) {
         threads[0] = cpu_count();
         n_threads = 1;
@@ -253,7 +259,7 @@ int main(int argc, char **argv) {
     }
     if (mode == MODE_SWEEP) {
         struct bench_sweep_opts so = {.preset = sweep_preset, .layers = layers, .passes = reps > 0 ? reps : 10,
-                                      .matrix_mb = matrix_mb, .seed = seed_set ? seed : 1};
+                                      .matrix_mb = matrix_mb, .by_regime = by_regime, .seed = seed_set ? seed : 1};
         if (!synth_preset_find(sweep_preset))
             die("unknown preset '%s' (tinyllama, llama-3.2-1b, smollm2-135m, llama-2-7b)", sweep_preset);
         if (!q_given) {

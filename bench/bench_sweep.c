@@ -168,6 +168,40 @@ static void sweep_pass(struct threadpool *tp, enum cpu_isa isa, const struct swe
     }
 }
 
+// --by-regime: pass it's matmul GB/s against the fastest of the three probe passes that followed it,
+// the pairs binned by that probe rate (4 GB/s bins). The host's bandwidth moves between regimes of
+// 1-3 s; a median over all passes mixes them, the bins show how the kernel tracks a faster memory.
+#define REGIME_BIN 4.0
+static void regime_rows(FILE *f, const char *name, int threads, size_t total, double *const *t, int passes) {
+    double *kr = malloc((size_t)passes * sizeof *kr), *pr = malloc((size_t)passes * sizeof *pr);
+    double *bk = malloc((size_t)passes * sizeof *bk), *bp = malloc((size_t)passes * sizeof *bp);
+    if (!kr || !pr || !bk || !bp) {
+        fprintf(f, "| %s | %d | (out of memory) | | | | |\n", name, threads);
+        free(kr), free(pr), free(bk), free(bp);
+        return;
+    }
+    int lo = 1 << 30, hi = 0;
+    for (int i = 0; i < passes; i++) {
+        kr[i] = (double)total / t[0][i] / 1e9;
+        pr[i] = 0;
+        for (int k = 1; k < 4; k++)
+            if ((double)total / t[k][i] / 1e9 > pr[i]) pr[i] = (double)total / t[k][i] / 1e9;
+        const int b = (int)(pr[i] / REGIME_BIN);
+        lo = b < lo ? b : lo;
+        hi = b > hi ? b : hi;
+    }
+    for (int b = lo; b <= hi; b++) {
+        int c = 0;
+        for (int i = 0; i < passes; i++)
+            if ((int)(pr[i] / REGIME_BIN) == b) bk[c] = kr[i], bp[c] = pr[i], c++;
+        if (!c) continue;
+        const struct bench_stats sk = bench_stats_of(bk, c), sp = bench_stats_of(bp, c);
+        fprintf(f, "| %s | %d | %.0f-%.0f | %d | %.2f | %.2f | %.1f%% |\n", name, threads, b * REGIME_BIN,
+                (b + 1) * REGIME_BIN, c, sk.median, sp.median, 100.0 * sk.median / sp.median);
+    }
+    free(kr), free(pr), free(bk), free(bp);
+}
+
 int bench_sweep_run(const struct bench_sweep_opts *o) {
     const struct synth_preset *p = synth_preset_find(o->preset);
     if (!p) {
@@ -186,6 +220,10 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
     for (int64_t i = 0; x && i < xn; i++) x[i] = (float)bench_rng_uniform(&g, -1, 1);
     for (int m = 0; m < N_MATS && !rc; m++)
         if (!(out[m] = malloc((size_t)out_n * sizeof(float)))) rc = 1;
+    char *reg = NULL;   // --by-regime rows, printed after the main table
+    size_t reg_len = 0;
+    FILE *regf = o->by_regime ? open_memstream(&reg, &reg_len) : NULL;
+    if (o->by_regime && !regf) rc = 1;
     printf("| type | threads | MB/pass | matmul ms | GB/s | probe GB/s | %% of probe |\n");
     printf("| ---- | ------: | ------: | --------: | ---: | ---------: | ---------: |\n");
     for (int ti = 0; ti < o->n_threads && !rc; ti++) {
@@ -242,6 +280,7 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
                        (double)s.total / 1e6, cached ? " (< 2 LLC)" : "", st[0].median * 1e3, gbs, roof,
                        100.0 * gbs / roof);
                 fflush(stdout);
+                if (regf) regime_rows(regf, qtype_traits[s.wt].name, o->threads[ti], s.total, t, o->passes);
             }
             for (int k = 0; k < 4; k++) free(t[k]);
             free(rj);
@@ -257,6 +296,17 @@ int bench_sweep_run(const struct bench_sweep_opts *o) {
         printf("\n- %s shapes, %d layers, %d passes of each kind interleaved; medians. probe = the fastest of "
                "plain, L2- and L2+L1-prefetched reads of the same buffers, in the matmuls' guided chunks per matrix\n",
                p->name, n_layers, o->passes);
+    if (regf) {
+        fclose(regf);
+        if (!rc) {
+            printf("\nBy regime: each matmul pass against the fastest of the three probe passes right after it, the\n"
+                   "pairs grouped by that probe's GB/s (%.0f GB/s bins); medians per bin.\n\n"
+                   "| type | threads | probe bin GB/s | pairs | matmul GB/s | probe GB/s | %% of probe |\n"
+                   "| ---- | ------: | -------------: | ----: | ----------: | ---------: | ---------: |\n%s",
+                   REGIME_BIN, reg ? reg : "");
+        }
+        free(reg);
+    }
     free(x);
     for (int m = 0; m < N_MATS; m++) free(out[m]);
     return rc;

@@ -57,6 +57,9 @@ expect_err "bench: bad -d" "bad value for -d" ./llm-bench -m "$G" -d -1
 expect_err "bench --sweep: bad -q" "16 \\(f16\\), 8, 4, 3 or 2" ./llm-bench --sweep -q 5
 expect_err "bench --sweep: bad preset" "unknown preset" ./llm-bench --sweep --preset gpt9
 expect_err "bench --sweep: bad --matrix" "bad value for --matrix" ./llm-bench --sweep --matrix 0
+expect_err "bench: --by-regime without --sweep" "only applies to --sweep" ./llm-bench -m "$G" --by-regime
+expect_err "bench: -r over 64 outside --sweep" "at most 64 reps" ./llm-bench -m "$G" -r 65
+expect_err "bench --sweep: -r over 10000" "bad value for -r" ./llm-bench --sweep -r 10001
 expect_err "tokenize: bad flag" "unknown|usage" ./tokenize -m "$G" --what
 # good runs
 expect_ok "help" ./infer --help
@@ -85,6 +88,15 @@ if timeout 120 ./llm-bench -m "$G" -p 0 -n 4 -d 16 -r 1 2>"$T/err" | grep -q "| 
     echo "ok: bench -d: tg4 @ d16"
 else
     echo "FAIL: bench -d: $(tail -2 "$T/err")"; fail=$((fail+1))
+fi
+
+# bench --sweep --by-regime: the pairs of every bin add up to the passes (-r), each bin row well formed
+n=$((n+1))
+if timeout 120 ./llm-bench --sweep -q 2 --matrix 8 -t 1 -r 30 --by-regime >"$T/reg" 2>"$T/err" &&
+   awk -F'|' '/^\| q2_g64x8 \| 1 \| [0-9]+-[0-9]+ \|/ {s += $5; if ($8 !~ /%/) bad = 1} END {exit !(s == 30 && !bad)}' "$T/reg"; then
+    echo "ok: bench --sweep --by-regime: 30 pairs in the bins"
+else
+    echo "FAIL: bench --sweep --by-regime: $(tail -3 "$T/reg") $(tail -2 "$T/err")"; fail=$((fail+1))
 fi
 
 # bench: %roof is GB/s over the roof it reports (paired read passes, > 0), within rounding
