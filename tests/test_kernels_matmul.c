@@ -250,6 +250,13 @@ int main(void) {
             }
             check_case(&g, (enum cpu_isa)isa, wt, 2048, 5632, 1, pool2);   // TinyLlama w1/w3 decode
             check_case(&g, (enum cpu_isa)isa, wt, 256, 40, 33, pool2);     // prefill (OpenBLAS path if built)
+            // float prefill, t >= 16: the packed GEMM (32-row panels, k blocks of 256, 12-token tiles)
+            // with its row tail (72 = 2 x 32 + 8), k tails (600 = 256 + 256 + 88) and token tails
+            // (29 = 12 + 12 + 5, 16 = 12 + 4); 2 threads: each takes one panel + a 16-row tail
+            check_case(&g, (enum cpu_isa)isa, wt, 640, 72, 29, NULL);
+            if (!mm_uses_xq8(wt)) check_case(&g, (enum cpu_isa)isa, wt, 600, 72, 29, NULL);
+            check_case(&g, (enum cpu_isa)isa, wt, 320, 96, 16, pool2);
+            check_exact(&g, (enum cpu_isa)isa, wt, 576, 40, 17);
             check_exact(&g, (enum cpu_isa)isa, wt, 320, 17, 5);
             check_exact(&g, (enum cpu_isa)isa, wt, 2048, 9, 1);
             check_exact(&g, (enum cpu_isa)isa, wt, 128, 8, 20);

@@ -17,9 +17,12 @@
  * groups are one 256-bit FMA.
  * Decode (t = 1) walks one row at a time (one sequential, software-prefetched stream per thread, as in
  * the AVX2 kernel, docs/KERNELS.md); prefill uses a 2-row x 4-token register tile over 64-row blocks.
- * Float types: 16-lane FMA tiles (4 rows x 1 token decode, 2 x 4 prefill).
+ * Float types: one 16-lane FMA row stream per thread in decode; prefill with t >= 16 a packed GEMM
+ * (pg_rows: W converted once per matmul into 64-row panels, 64 x 6 broadcast micro-tile), else 2 x 4 tiles.
  * Test: tests/test_kernels_matmul.c (runs every ISA this CPU has). Docs: docs/KERNELS.md. */
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_kernels.h"
@@ -134,12 +137,179 @@ AI void frow1(enum fkind kind, float *out, const float *x, const void *w, int64_
     out[i] = s;
 }
 
+// Prefill (t >= PG_MIN_T): a packed GEMM. The 2 x 4 FMA tile below converts every f16/bf16 weight
+// vector once per 4 tokens (VCVTPH2PS shares the FP pipes with the FMAs) and loads 6 vectors per 8
+// FMAs: f16 pp512 reached ~68% of the FMA peak. Here, per k block of PG_KC: x is copied once into
+// 12-token slivers ap[k][12] (zero-padded), then each 32-row panel of W is converted once into
+// bp[k][32] (row index fastest, so a 16-lane vector holds 16 rows at one k), and the 32 x 12
+// micro-tile does 24 FMAs per 2 panel loads + 12 broadcasts: the conversion is paid once per weight
+// per matmul, not once per 4 tokens. Every output lane is one row's sequential sum over its k block
+// (fp32 FMA, blocks added in order): the same error class as the vector tiles (KERNELS.md,
+// Tolerances). Rows past the last whole panel take the tile path.
+#ifndef PG_MR
+#define PG_MR 64
+#endif
+#ifndef PG_NT
+#define PG_NT 6
+#endif
+#define PG_KC 256
+#define PG_MIN_T 16
+
+// Per-thread buffers (pool workers call this), freed by a key destructor when the thread exits.
+struct pg_buf {
+    float *ap, *bp;
+    size_t ap_cap;
+};
+static pthread_key_t pg_key;
+static pthread_once_t pg_once = PTHREAD_ONCE_INIT;
+static bool pg_key_ok;
+static void pg_buf_free(void *p) {
+    struct pg_buf *b = p;
+    free(b->ap);
+    free(b->bp);
+    free(b);
+}
+static void pg_key_init(void) { pg_key_ok = pthread_key_create(&pg_key, pg_buf_free) == 0; }
+
+// this thread's ap and bp for t tokens, or NULL when out of memory (the caller keeps the tile path)
+static struct pg_buf *pg_buffers(int64_t t) {
+    pthread_once(&pg_once, pg_key_init);
+    if (!pg_key_ok) return NULL;
+    struct pg_buf *b = pthread_getspecific(pg_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) return NULL;
+        b->bp = aligned_alloc(64, PG_MR * PG_KC * sizeof(float));
+        if (!b->bp || pthread_setspecific(pg_key, b)) {
+            free(b->bp);
+            free(b);
+            return NULL;
+        }
+    }
+    size_t need = (size_t)((t + PG_NT - 1) / PG_NT) * PG_NT * PG_KC * sizeof(float);
+    if (need > b->ap_cap) {
+        float *p = aligned_alloc(64, need);
+        if (!p) return NULL;
+        free(b->ap);
+        b->ap = p;
+        b->ap_cap = need;
+    }
+    return b;
+}
+
+// PG_MR rows x PG_NT tokens over kc: o[u * ldo + r] (+)= sum_k bp[k][r] * ap[k][u], u < nt
+static void pg_micro(float *o, int64_t ldo, const float *ap, const float *bp, int64_t kc, int nt, bool first) {
+    enum { NV = PG_MR / 16 };
+    __m512 acc[NV][PG_NT];
+    for (int v = 0; v < NV; v++)
+        for (int u = 0; u < PG_NT; u++) acc[v][u] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 wv[NV];
+        for (int v = 0; v < NV; v++) wv[v] = _mm512_load_ps(bp + k * PG_MR + 16 * v);
+        const float *a = ap + k * PG_NT;
+        for (int u = 0; u < PG_NT; u++) {
+            const __m512 b = _mm512_set1_ps(a[u]);
+            for (int v = 0; v < NV; v++) acc[v][u] = _mm512_fmadd_ps(wv[v], b, acc[v][u]);
+        }
+    }
+    for (int u = 0; u < nt; u++) {
+        float *q = o + u * ldo;
+        for (int v = 0; v < NV; v++) {
+            if (!first) acc[v][u] = _mm512_add_ps(acc[v][u], _mm512_loadu_ps(q + 16 * v));
+            _mm512_storeu_ps(q + 16 * v, acc[v][u]);
+        }
+    }
+}
+
+// c[e] = (r[0][e], r[1][e], ..., r[15][e]): a 16 x 16 transpose in 64 shuffles (pairs, quads, then
+// 128-bit lanes)
+AI void tr16x16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);       // lane L: r0[4L] r1[4L] r0[4L+1] r1[4L+1]
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);   //         r0[4L+2] r1[4L+2] ...
+    }
+    for (int g = 0; g < 4; g++) {   // u[4g + e], lane L: rows 4g..4g+3 at k = 4L + e
+        u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int e = 0; e < 4; e++) {   // 4 x 4 transpose of 128-bit lanes: r[4L + e] = lane L of u[e], u[4+e], ...
+        __m512 v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44), v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xEE);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xEE);
+        r[0 + e] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[4 + e] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        r[8 + e] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + e] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+}
+
+// bp[k][r] = w[i0 + r][k0 + k] as f32, r < 32, k < kc: 16 x 16 blocks converted and transposed in
+// registers (a scatter per 16 weights measured ~15% of a t = 128 matmul), the k tail scalar
+AI void pg_pack_w(enum fkind kind, float *bp, const void *w, int64_t n, int64_t i0, int64_t k0, int64_t kc) {
+    const size_t es = kind == FK_F32 ? 4 : 2;
+    for (int h = 0; h < PG_MR; h += 16) {
+        const char *wr[16];
+        for (int r = 0; r < 16; r++) wr[r] = (const char *)w + ((size_t)(i0 + h + r) * n + k0) * es;
+        int64_t k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            __m512 v[16];
+            for (int r = 0; r < 16; r++) v[r] = ldw16(kind, wr[r], k);
+            tr16x16(v);
+            for (int e = 0; e < 16; e++) _mm512_store_ps(bp + (k + e) * PG_MR + h, v[e]);
+        }
+        for (; k < kc; k++)
+            for (int r = 0; r < 16; r++) bp[k * PG_MR + h + r] = ldw1(kind, wr[r], k);
+    }
+}
+
+// the whole 32-row panels of [r0, r1); returns the first row not done
+AI int64_t pg_rows(enum fkind kind, float *out, int64_t ldo, const float *x, const void *w, int64_t n,
+                   int64_t r0, int64_t r1, int64_t t) {
+    const int64_t iend = r0 + (r1 - r0) / PG_MR * PG_MR;
+    struct pg_buf *pb = iend > r0 ? pg_buffers(t) : NULL;
+    if (!pb) return r0;
+    float *const pg_ap = pb->ap, *const pg_bp = pb->bp;
+    const int64_t ntile = (t + PG_NT - 1) / PG_NT;
+    for (int64_t k0 = 0; k0 < n; k0 += PG_KC) {
+        const int64_t kc = n - k0 < PG_KC ? n - k0 : PG_KC;
+        for (int64_t jt = 0; jt < ntile; jt++) {   // ap: tile jt at jt * kc * 12, [k][u]
+            float *a = pg_ap + jt * kc * PG_NT;
+            for (int u = 0; u < PG_NT; u++) {
+                const int64_t j = jt * PG_NT + u;
+                if (j < t)
+                    for (int64_t k = 0; k < kc; k++) a[k * PG_NT + u] = x[j * n + k0 + k];
+                else
+                    for (int64_t k = 0; k < kc; k++) a[k * PG_NT + u] = 0.f;
+            }
+        }
+        for (int64_t i0 = r0; i0 < iend; i0 += PG_MR) {
+            pg_pack_w(kind, pg_bp, w, n, i0, k0, kc);
+            if (i0 + PG_MR < iend) {   // the next panel's block into L2 while this one computes: its
+                const size_t es = kind == FK_F32 ? 4 : 2;   // PG_MR short row pieces defeat the
+                for (int r = 0; r < PG_MR; r++) {            // hardware prefetchers
+                    const char *p = (const char *)w + ((size_t)(i0 + PG_MR + r) * n + k0) * es;
+                    for (size_t o = 0; o < (size_t)kc * es; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+                }
+            }
+            for (int64_t jt = 0; jt < ntile; jt++) {
+                const int64_t j0 = jt * PG_NT;
+                const int nt = t - j0 < PG_NT ? (int)(t - j0) : PG_NT;
+                pg_micro(out + j0 * ldo + i0, ldo, pg_ap + jt * kc * PG_NT, pg_bp, kc, nt, k0 == 0);
+            }
+        }
+    }
+    return iend;
+}
+
 AI void frows(enum fkind kind, float *out, int64_t ldo, const float *x, const void *w, int64_t n,
               int64_t r0, int64_t r1, int64_t t) {
     if (t == 1) {
         for (int64_t i = r0; i < r1; i++) frow1(kind, out, x, w, n, i);
         return;
     }
+    if (t >= PG_MIN_T) r0 = pg_rows(kind, out, ldo, x, w, n, r0, r1, t);
     for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {
         int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
         for (int64_t j = 0; j < t; j += 4) {
