@@ -60,6 +60,9 @@ struct prep {
     bool quantize;         // -q or --bits given
     int n_threads;
     int done, total;       // progress
+    int n_expanded;        // matrices of a ggml block type computed in f32 (no kernel for the type)
+    enum qtype expanded_from;
+    uint64_t expanded_file_bytes, expanded_bytes;
 };
 
 /* The f32 contents of a tensor view (the view itself if already f32, else a malloc'd copy). */
@@ -132,6 +135,14 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
         want = quant_plan_type(&p->plan, tied_head ? "output.weight" : name, n);
     } else {
         want = be->ops->supports(be, tv->type) ? tv->type : QT_F32;   // ggml quants -> f32
+        if (matrix && want != tv->type && want == QT_F32) {
+            uint64_t fb = 0;
+            (void)qtype_nbytes(tv->type, n, rows, &fb);
+            p->n_expanded++;
+            p->expanded_from = tv->type;
+            p->expanded_file_bytes += fb;
+            p->expanded_bytes += (uint64_t)n * (uint64_t)rows * sizeof(float);
+        }
     }
     if (matrix && !be->ops->supports(be, want))
         return ERR(e, ERR_UNSUPPORTED, "%s: backend %s has no matmul for type %s", name,
@@ -228,6 +239,14 @@ static int load_weights(struct engine *en, const struct engine_opts *o, struct e
         }
     }
     if (p.quantize && !o->quiet) fprintf(stderr, "\r%-70s\r", "");
+    if (p.n_expanded && !o->quiet)   // say so: the user brought 4-bit weights and gets f32 speed
+        fprintf(stderr,
+                "note: %d matrices of ggml block types (e.g. %s) have no %s kernel and are computed in f32: "
+                "%.1f MiB in the file -> %.1f MiB in memory (%.1fx the bytes to read per token). Requantize at load with -q 8 or -q 4, or ./quantize from the f16/bf16 source "
+                "(docs/QUANT_FORMATS.md).\n",
+                p.n_expanded, qtype_traits[p.expanded_from].name, en->be->ops->name,
+                p.expanded_file_bytes / 1048576.0, p.expanded_bytes / 1048576.0,
+                p.expanded_file_bytes ? (double)p.expanded_bytes / (double)p.expanded_file_bytes : 1.0);
     // accounting
     en->weight_bytes = en->w.token_embd.nbytes + en->w.output_norm.nbytes +
                        (c->tied_output ? 0 : en->w.output.nbytes);

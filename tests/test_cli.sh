@@ -82,6 +82,19 @@ else
     echo "FAIL: make-model for the huge-page check: $(tail -1 "$T/err")"; fail=$((fail+1))
 fi
 
+# a ggml block type without a CPU kernel runs in f32, and the tool says so (once, with the sizes);
+# with -q 8 the weights are requantized and the note is gone
+n=$((n+1))
+if ./llm-bench --make-model smollm2-135m --layers 1 --type q4_0 -o "$T/q40.gguf" >/dev/null 2>"$T/err"; then
+    a=$(timeout 120 ./infer -m "$T/q40.gguf" -p "Once" -n 2 2>&1 >/dev/null | grep -c "^note: .* (e.g. q4_0) have no cpu kernel and are computed in f32")
+    b=$(timeout 120 ./infer -m "$T/q40.gguf" -p "Once" -n 2 -q 8 2>&1 >/dev/null | grep -c "computed in f32")
+    if [ "$a" = 1 ] && [ "$b" = 0 ]; then echo "ok: f32 expansion of q4_0 noted (and not with -q 8)"
+    else echo "FAIL: f32 expansion note: $a notes without -q, $b with -q 8"; fail=$((fail+1)); fi
+    rm -f "$T/q40.gguf"
+else
+    echo "FAIL: make-model q4_0: $(tail -1 "$T/err")"; fail=$((fail+1))
+fi
+
 # bench -d: decode after N more cached tokens, named as llama-bench does ("tg4 @ d16")
 n=$((n+1))
 if timeout 120 ./llm-bench -m "$G" -p 0 -n 4 -d 16 -r 1 2>"$T/err" | grep -q "| tg4 @ d16 |"; then
