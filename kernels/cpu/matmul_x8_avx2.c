@@ -174,7 +174,10 @@ AI void x8_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, co
         // the stream's first X8A_PF_FAR bytes: the in-loop prefetch only covers what follows
         const char *c0 = (const char *)(w8 + (size_t)r0 * rb);
         const size_t len = (size_t)(r1 - r0) * rb, head = len < X8A_PF_FAR ? len : X8A_PF_FAR;
-        for (size_t off = 0; off < head; off += 64) _mm_prefetch(c0 + off, off < X8A_PF_NEAR ? _MM_HINT_T0 : _MM_HINT_T1);
+        for (size_t off = 0; off < head; off += 64) {   // two calls: the hint must be a constant at -O1 too
+            if (off < X8A_PF_NEAR) _mm_prefetch(c0 + off, _MM_HINT_T0);
+            else _mm_prefetch(c0 + off, _MM_HINT_T1);
+        }
         for (int64_t i = r0; i < r1; i++) x8_tile(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, 0, true);
         return;
     }
