@@ -95,6 +95,24 @@ else
     echo "FAIL: make-model q4_0: $(tail -1 "$T/err")"; fail=$((fail+1))
 fi
 
+# bench/vs_llamacpp.sh against a stub llama-bench whose runs give 10, 40, 20 t/s (median 20, mean 23.3,
+# range 10-40): the table carries those numbers, the rounds alternate, and bad arguments exit 1
+n=$((n+1))
+cat > "$T/lb" <<'STUB'
+#!/usr/bin/env bash
+c=$(cat "$(dirname "$0")/cnt" 2>/dev/null || echo 0); c=$((c+1)); echo $c > "$(dirname "$0")/cnt"
+echo 'build_commit,n_gen,avg_ts,stddev_ts'
+echo "\"stub\",4,\"$(( (c % 3 == 1) ? 10 : (c % 3 == 2) ? 40 : 20 )).000000\",\"0\""
+STUB
+chmod +x "$T/lb"
+row=$(timeout 120 bench/vs_llamacpp.sh --llama-bench "$T/lb" -n 4 -r 3 "$G=$G" 2>"$T/err" | grep "| tg4 |")
+if grep -qE "^\| stories260K.gguf \| stories260K.gguf \| tg4 \| [0-9.]+ \([0-9.]+-[0-9.]+\) \| 20.00 \(10.00-40.00\) \| [0-9.]+ \| [0-3] of 3 \|$" <<<"$row" \
+   && [ "$(grep -c "round" "$T/err")" = 3 ]; then echo "ok: vs_llamacpp: medians, ranges and rounds"
+else echo "FAIL: vs_llamacpp: '$row' $(tail -2 "$T/err")"; fail=$((fail+1)); fi
+expect_err "vs_llamacpp without --llama-bench" "llama-bench PATH is required" bench/vs_llamacpp.sh "$G=$G"
+expect_err "vs_llamacpp missing model" "no such" bench/vs_llamacpp.sh --llama-bench "$T/lb" "$T/none.bin=$G"
+expect_err "vs_llamacpp bad -r" "must be 1..100" bench/vs_llamacpp.sh --llama-bench "$T/lb" -r 0 "$G=$G"
+
 # bench -d: decode after N more cached tokens, named as llama-bench does ("tg4 @ d16")
 n=$((n+1))
 if timeout 120 ./llm-bench -m "$G" -p 0 -n 4 -d 16 -r 1 2>"$T/err" | grep -q "| tg4 @ d16 |"; then
