@@ -135,6 +135,8 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
         want = quant_plan_type(&p->plan, tied_head ? "output.weight" : name, n);
     } else {
         want = be->ops->supports(be, tv->type) ? tv->type : QT_F32;   // ggml quants -> f32
+        // the int8-activation Q8_0 kernels pair two 32-blocks per 64-wide activation group
+        if (want == QT_GGML_Q8_0 && matrix && n % 64 != 0) want = QT_F32;
         if (matrix && want != tv->type && want == QT_F32) {
             uint64_t fb = 0;
             (void)qtype_nbytes(tv->type, n, rows, &fb);

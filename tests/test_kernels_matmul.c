@@ -10,7 +10,8 @@
 #include "quant/quant_ref.h"
 #include "tests/test.h"
 
-static const enum qtype TYPES[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_G64, QT_Q4_G64, QT_Q3_G64, QT_Q2_G64};
+static const enum qtype TYPES[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_G64, QT_Q4_G64, QT_Q3_G64, QT_Q2_G64,
+                                    QT_GGML_Q8_0};
 #define NTYPES (int)(sizeof TYPES / sizeof TYPES[0])
 
 typedef void (*ref_fn)(float *, const float *, const void *, int64_t, int64_t, int64_t);
@@ -23,6 +24,7 @@ static ref_fn ref_of(enum qtype wt) {
     case QT_Q4_G64: return matmul_q4_g64_ref;
     case QT_Q3_G64: return matmul_q3_g64_ref;
     case QT_Q2_G64: return matmul_q2_g64_ref;
+    case QT_GGML_Q8_0: return matmul_q8_0_ref;
     default: return NULL;
     }
 }
@@ -40,22 +42,34 @@ static void *quantize_matrix(enum qtype wt, const float *w, int64_t n, int64_t d
     return q;
 }
 
-// codes and fp32 d, m of group g of row `row` (Q8: m = 0, codes signed)
+// codes, per-code fp32 scales d[] and the zero point m of activation group g (64 codes) of row `row`
+// (Q8: m = 0, codes signed; ggml Q8_0: two blocks of 32, each with its own d)
 static void group_codes(enum qtype wt, const uint8_t *row, int64_t g, int *q, float *d, float *m) {
-    const uint8_t *b = row + (size_t)g * qtype_traits[wt].block_bytes;
-    if (wt == QT_Q8_G64) {
-        const struct blk_q8_g64 *b8 = (const void *)b;
-        for (int i = 0; i < QK_G64; i++) q[i] = b8->qs[i];
-        *d = f16_to_f32(b8->d);
+    if (wt == QT_GGML_Q8_0) {
+        const struct ggml_blk_q8_0 *b = (const struct ggml_blk_q8_0 *)(const void *)row + 2 * g;
+        for (int i = 0; i < QK_G64; i++) {
+            q[i] = b[i / 32].qs[i % 32];
+            d[i] = f16_to_f32(b[i / 32].d);
+        }
         *m = 0;
         return;
     }
-    uint8_t u[QK_G64];
-    f16_t dh, mh;
-    quant_unpack_group(wt, b, &dh, &mh, u);
-    for (int i = 0; i < QK_G64; i++) q[i] = u[i];
-    *d = f16_to_f32(dh);
-    *m = f16_to_f32(mh);
+    const uint8_t *b = row + (size_t)g * qtype_traits[wt].block_bytes;
+    float dd;
+    if (wt == QT_Q8_G64) {
+        const struct blk_q8_g64 *b8 = (const void *)b;
+        for (int i = 0; i < QK_G64; i++) q[i] = b8->qs[i];
+        dd = f16_to_f32(b8->d);
+        *m = 0;
+    } else {
+        uint8_t u[QK_G64];
+        f16_t dh, mh;
+        quant_unpack_group(wt, b, &dh, &mh, u);
+        for (int i = 0; i < QK_G64; i++) q[i] = u[i];
+        dd = f16_to_f32(dh);
+        *m = f16_to_f32(mh);
+    }
+    for (int i = 0; i < QK_G64; i++) d[i] = dd;
 }
 
 // S for (row i, token j): sum of |terms| as the algorithm adds them (see the header comment)
@@ -72,12 +86,13 @@ static double abs_sum(enum qtype wt, const float *x, const struct xq8 *xq, const
     }
     const uint8_t *row = (const uint8_t *)w + qtype_row_bytes(wt, n) * (size_t)i;
     int q[QK_G64];
+    float d[QK_G64];
     for (int64_t g = 0; g < n / QK_G64; g++) {
-        float d, m;
-        group_codes(wt, row, g, q, &d, &m);
+        float m;
+        group_codes(wt, row, g, q, d, &m);
         double dx = xq->dx[j * xq->ng + g], sq = 0;
-        for (int k = 0; k < QK_G64; k++) sq += fabs((double)q[k] * xq->q[j * n + g * QK_G64 + k]);
-        s += fabs(d * dx) * sq + fabs(m * dx * xq->sum[j * xq->ng + g]);
+        for (int k = 0; k < QK_G64; k++) sq += fabs((double)d[k] * q[k] * xq->q[j * n + g * QK_G64 + k]);
+        s += fabs(dx) * sq + fabs(m * dx * xq->sum[j * xq->ng + g]);
     }
     return s;
 }
@@ -130,7 +145,17 @@ static void check_exact(struct rng *g, enum cpu_isa isa, enum qtype wt, int64_t 
         for (int64_t k = 0; k < n * t; k++) x[k] = (float)((int)(rng_u64(g) % 255) - 127);
         for (int64_t k = 0; k < n * t; k += QK_G64) x[k + (int64_t)(rng_u64(g) % QK_G64)] = (rng_u64(g) & 1) ? 127.f : -127.f;
         int qmax = wt == QT_Q8_G64 ? 127 : wt == QT_Q4_G64 ? 15 : wt == QT_Q3_G64 ? 7 : 3;
-        for (int64_t i = 0; i < d; i++)
+        for (int64_t i = 0; i < d && wt == QT_GGML_Q8_0; i++)   // blocks of 32, d = 0.5 or 0.25
+            for (int64_t k = 0; k < n / 32; k++) {
+                struct ggml_blk_q8_0 *b = (struct ggml_blk_q8_0 *)(void *)(w + rb * i) + k;
+                const float dk = (rng_u64(g) & 1) ? 0.5f : 0.25f;
+                b->d = f32_to_f16(dk);
+                for (int l = 0; l < 32; l++) {   // -128 too: a file may hold it, the kernels must too
+                    b->qs[l] = (int8_t)((int)(rng_u64(g) % 256) - 128);
+                    wf[i * n + k * 32 + l] = dk * b->qs[l];
+                }
+            }
+        for (int64_t i = 0; i < d && wt != QT_GGML_Q8_0; i++)
             for (int64_t gi = 0; gi < n / QK_G64; gi++) {
                 uint8_t *b = w + rb * i + (size_t)gi * qtype_traits[wt].block_bytes;
                 f16_t dh = f32_to_f16(0.5f), mh = f32_to_f16((float)((int)(rng_u64(g) % 5) - 2));

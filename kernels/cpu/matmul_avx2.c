@@ -420,6 +420,47 @@ QROWS(q4_g64, QT_Q4_G64)
 QROWS(q3_g64, QT_Q3_G64)
 QROWS(q2_g64, QT_Q2_G64)
 
+// ggml Q8_0 (blocks of 32, one fp16 scale each) on the int8 activations: per block |q| (u8) times xq
+// with q's sign (VPSIGNB), VPMADDUBSW (|q| <= 128, |xq| <= 127: pair sums <= 32512, no saturation),
+// VPMADDWD to int32, one FMA with d*dx. Prefill: each block's codes serve 4 tokens.
+AI void q80_tile_avx2(int NT, float *out, int64_t ldo, const struct xq8 *xq, const struct ggml_blk_q8_0 *row,
+                      int64_t i, int64_t j) {
+    const int64_t n = xq->n, ng = xq->ng, nb = n / 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][2];
+    for (int u = 0; u < NT; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < nb; k++) {
+        if (NT == 1 && (k & 1) == 0) _mm_prefetch((const char *)(row + k) + 1024, _MM_HINT_T0);
+        const __m256i w = _mm256_loadu_si256((const __m256i *)row[k].qs);
+        const __m256i aw = _mm256_sign_epi8(w, w);
+        const float d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(row[k].d)));
+        for (int u = 0; u < NT; u++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq->q + (j + u) * n + k * 32));
+            const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w)), ones);
+            acc[u][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xq->dx[(j + u) * ng + k / 2]),
+                                            acc[u][k & 1]);
+        }
+    }
+    for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = hsum256(_mm256_add_ps(acc[u][0], acc[u][1]));
+}
+static void rows_q8_0_avx2(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                           int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    const struct ggml_blk_q8_0 *wb = w;
+    const int64_t nb = n / 32;
+    if (t == 1) {
+        for (int64_t i = r0; i < r1; i++) q80_tile_avx2(1, out, ldo, xq, wb + i * nb, i, 0);
+        return;
+    }
+    for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {   // W block in L2, each 4-token x tile in L1
+        const int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
+        int64_t j = 0;
+        for (; j + 4 <= t; j += 4)
+            for (int64_t i = b0; i < b1; i++) q80_tile_avx2(4, out, ldo, xq, wb + i * nb, i, j);
+        for (; j < t; j++)
+            for (int64_t i = b0; i < b1; i++) q80_tile_avx2(1, out, ldo, xq, wb + i * nb, i, j);
+    }
+}
+
 const mm_rows_fn mm_rows_avx2[QT_COUNT] = {
     [QT_F32] = rows_f32_avx2,
     [QT_F16] = rows_f16_avx2,
@@ -428,4 +469,5 @@ const mm_rows_fn mm_rows_avx2[QT_COUNT] = {
     [QT_Q4_G64] = rows_q4_g64_avx2,
     [QT_Q3_G64] = rows_q3_g64_avx2,
     [QT_Q2_G64] = rows_q2_g64_avx2,
+    [QT_GGML_Q8_0] = rows_q8_0_avx2,
 };

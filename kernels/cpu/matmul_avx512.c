@@ -561,6 +561,63 @@ QROWS(q4_g64, QT_Q4_G64)
 QROWS(q3_g64, QT_Q3_G64)
 QROWS(q2_g64, QT_Q2_G64)
 
+// ------------------------------------------------------------------------------------------------
+// ggml Q8_0 (blocks of 32 int8 codes, one fp16 scale each), on the int8 activations: one activation
+// group of 64 = two weight blocks, one zmm of codes. VPDPBUSD wants u8 x s8, so the codes go in as
+// |q| and the activations take q's sign (|q| <= 128 fits u8, -xq fits s8); lanes 0-7 sum block 0,
+// lanes 8-15 block 1, so the scale vector is d0*dx in the low half and d1*dx in the high half.
+// Decode: one row per pass, 2 accumulators; prefill: each row's unpacked group serves 4 tokens.
+AI __m512i q80_codes(const struct ggml_blk_q8_0 *b, __mmask64 *neg) {
+    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                                         _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+    *neg = _mm512_movepi8_mask(w);
+    return _mm512_abs_epi8(w);
+}
+// (d0 x 8, d1 x 8): the two blocks' scales, converted by F16C
+AI __m512 q80_scales(const struct ggml_blk_q8_0 *b) {
+    const __m128 d = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, (short)b[1].d, (short)b[0].d));
+    return _mm512_mask_mov_ps(_mm512_set1_ps(_mm_cvtss_f32(d)), 0xFF00,
+                              _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 1))));
+}
+AI void q80_tile(int NT, float *out, int64_t ldo, const struct xq8 *xq, const struct ggml_blk_q8_0 *row,
+                 int64_t i, int64_t j) {
+    const int64_t n = xq->n, ng = xq->ng;
+    __m512 acc[4][2];
+    for (int u = 0; u < NT; u++) acc[u][0] = acc[u][1] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        const struct ggml_blk_q8_0 *b = row + 2 * g;
+        if (NT == 1) _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
+        __mmask64 neg;
+        const __m512i aw = q80_codes(b, &neg);
+        const __m512 dv = q80_scales(b);
+        for (int u = 0; u < NT; u++) {
+            const __m512i xv = _mm512_loadu_si512(xq->q + (j + u) * n + g * QK_G64);
+            const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+            const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+            const __m512 sc = _mm512_mul_ps(dv, _mm512_set1_ps(xq->dx[(j + u) * ng + g]));
+            acc[u][g & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[u][g & 1]);
+        }
+    }
+    for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[u][0], acc[u][1]));
+}
+static void rows_q8_0_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                             int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    const struct ggml_blk_q8_0 *wb = w;
+    const int64_t nb = n / 32;
+    if (t == 1) {
+        for (int64_t i = r0; i < r1; i++) q80_tile(1, out, ldo, xq, wb + i * nb, i, 0);
+        return;
+    }
+    for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {   // W block in L2, each 4-token x tile in L1
+        const int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
+        int64_t j = 0;
+        for (; j + 4 <= t; j += 4)
+            for (int64_t i = b0; i < b1; i++) q80_tile(4, out, ldo, xq, wb + i * nb, i, j);
+        for (; j < t; j++)
+            for (int64_t i = b0; i < b1; i++) q80_tile(1, out, ldo, xq, wb + i * nb, i, j);
+    }
+}
+
 const mm_rows_fn mm_rows_avx512[QT_COUNT] = {
     [QT_F32] = rows_f32_avx512,
     [QT_F16] = rows_f16_avx512,
@@ -569,4 +626,5 @@ const mm_rows_fn mm_rows_avx512[QT_COUNT] = {
     [QT_Q4_G64] = rows_q4_g64_avx512,
     [QT_Q3_G64] = rows_q3_g64_avx512,
     [QT_Q2_G64] = rows_q2_g64_avx512,
+    [QT_GGML_Q8_0] = rows_q8_0_avx512,
 };
