@@ -61,7 +61,7 @@ struct prep {
     int n_threads;
     int done, total;       // progress
     int n_expanded;        // matrices of a ggml block type computed in f32 (no kernel for the type)
-    enum qtype expanded_from;
+    enum qtype expanded_from, expanded_to;
     uint64_t expanded_file_bytes, expanded_bytes;
 };
 
@@ -135,15 +135,22 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
         want = quant_plan_type(&p->plan, tied_head ? "output.weight" : name, n);
     } else {
         want = be->ops->supports(be, tv->type) ? tv->type : QT_F32;   // ggml quants -> f32
-        // the int8-activation Q8_0 kernels pair two 32-blocks per 64-wide activation group
-        if (want == QT_GGML_Q8_0 && matrix && n % 64 != 0) want = QT_F32;
-        if (matrix && want != tv->type && want == QT_F32) {
+        // the int8-activation Q8_0/Q4_0 kernels pair two 32-blocks per 64-wide activation group
+        if ((want == QT_GGML_Q8_0 || want == QT_GGML_Q4_0) && matrix && n % 64 != 0) want = QT_F32;
+        // other ggml block matrices (Q4_1, K-quants) are expanded to f16, not f32: half the bytes
+        // per token, and the f16 rounding (2^-11 relative) is far below the block quantization's
+        // own error. --bits default=32 keeps the exact f32 expansion.
+        if (matrix && want == QT_F32 && tv->type != QT_F32 && tv->type != QT_F16 && tv->type != QT_BF16 &&
+            be->ops->supports(be, QT_F16))
+            want = QT_F16;
+        if (matrix && want != tv->type && (want == QT_F32 || want == QT_F16)) {
             uint64_t fb = 0;
             (void)qtype_nbytes(tv->type, n, rows, &fb);
             p->n_expanded++;
             p->expanded_from = tv->type;
             p->expanded_file_bytes += fb;
-            p->expanded_bytes += (uint64_t)n * (uint64_t)rows * sizeof(float);
+            p->expanded_bytes += (uint64_t)n * (uint64_t)rows * qtype_traits[want].block_bytes;
+            p->expanded_to = want;
         }
     }
     if (matrix && !be->ops->supports(be, want))
@@ -243,10 +250,10 @@ static int load_weights(struct engine *en, const struct engine_opts *o, struct e
     if (p.quantize && !o->quiet) fprintf(stderr, "\r%-70s\r", "");
     if (p.n_expanded && !o->quiet)   // say so: the user brought 4-bit weights and gets f32 speed
         fprintf(stderr,
-                "note: %d matrices of ggml block types (e.g. %s) have no %s kernel and are computed in f32: "
+                "note: %d matrices of ggml block types (e.g. %s) have no %s kernel and are computed in %s: "
                 "%.1f MiB in the file -> %.1f MiB in memory (%.1fx the bytes to read per token). Requantize at load with -q 8 or -q 4, or ./quantize from the f16/bf16 source "
-                "(docs/QUANT_FORMATS.md).\n",
-                p.n_expanded, qtype_traits[p.expanded_from].name, en->be->ops->name,
+                "(docs/QUANT_FORMATS.md); --bits default=32 computes every matrix in f32.\n",
+                p.n_expanded, qtype_traits[p.expanded_from].name, en->be->ops->name, qtype_traits[p.expanded_to].name,
                 p.expanded_file_bytes / 1048576.0, p.expanded_bytes / 1048576.0,
                 p.expanded_file_bytes ? (double)p.expanded_bytes / (double)p.expanded_file_bytes : 1.0);
     // accounting

@@ -11,7 +11,7 @@
 #include "tests/test.h"
 
 static const enum qtype TYPES[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_G64, QT_Q4_G64, QT_Q3_G64, QT_Q2_G64,
-                                    QT_GGML_Q8_0};
+                                    QT_GGML_Q8_0, QT_GGML_Q4_0};
 #define NTYPES (int)(sizeof TYPES / sizeof TYPES[0])
 
 typedef void (*ref_fn)(float *, const float *, const void *, int64_t, int64_t, int64_t);
@@ -25,6 +25,7 @@ static ref_fn ref_of(enum qtype wt) {
     case QT_Q3_G64: return matmul_q3_g64_ref;
     case QT_Q2_G64: return matmul_q2_g64_ref;
     case QT_GGML_Q8_0: return matmul_q8_0_ref;
+    case QT_GGML_Q4_0: return matmul_q4_0_ref;
     default: return NULL;
     }
 }
@@ -49,6 +50,16 @@ static void group_codes(enum qtype wt, const uint8_t *row, int64_t g, int *q, fl
         const struct ggml_blk_q8_0 *b = (const struct ggml_blk_q8_0 *)(const void *)row + 2 * g;
         for (int i = 0; i < QK_G64; i++) {
             q[i] = b[i / 32].qs[i % 32];
+            d[i] = f16_to_f32(b[i / 32].d);
+        }
+        *m = 0;
+        return;
+    }
+    if (wt == QT_GGML_Q4_0) {   // nibble l (low nibbles first) - 8
+        const struct ggml_blk_q4_0 *b = (const struct ggml_blk_q4_0 *)(const void *)row + 2 * g;
+        for (int i = 0; i < QK_G64; i++) {
+            const int l = i % 32;
+            q[i] = (l < 16 ? b[i / 32].qs[l] & 15 : b[i / 32].qs[l - 16] >> 4) - 8;
             d[i] = f16_to_f32(b[i / 32].d);
         }
         *m = 0;
@@ -155,7 +166,19 @@ static void check_exact(struct rng *g, enum cpu_isa isa, enum qtype wt, int64_t 
                     wf[i * n + k * 32 + l] = dk * b->qs[l];
                 }
             }
-        for (int64_t i = 0; i < d && wt != QT_GGML_Q8_0; i++)
+        for (int64_t i = 0; i < d && wt == QT_GGML_Q4_0; i++)   // blocks of 32, codes 0..15 (- 8)
+            for (int64_t k = 0; k < n / 32; k++) {
+                struct ggml_blk_q4_0 *b = (struct ggml_blk_q4_0 *)(void *)(w + rb * i) + k;
+                const float dk = (rng_u64(g) & 1) ? 0.5f : 0.25f;
+                b->d = f32_to_f16(dk);
+                for (int l = 0; l < 16; l++) {
+                    const int lo = (int)(rng_u64(g) % 16), hi = (int)(rng_u64(g) % 16);
+                    b->qs[l] = (uint8_t)(lo | hi << 4);
+                    wf[i * n + k * 32 + l] = dk * (lo - 8);
+                    wf[i * n + k * 32 + 16 + l] = dk * (hi - 8);
+                }
+            }
+        for (int64_t i = 0; i < d && wt != QT_GGML_Q8_0 && wt != QT_GGML_Q4_0; i++)
             for (int64_t gi = 0; gi < n / QK_G64; gi++) {
                 uint8_t *b = w + rb * i + (size_t)gi * qtype_traits[wt].block_bytes;
                 f16_t dh = f32_to_f16(0.5f), mh = f32_to_f16((float)((int)(rng_u64(g) % 5) - 2));

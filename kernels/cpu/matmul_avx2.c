@@ -8,6 +8,7 @@
  * group and token.
  * Lane layouts and bounds: docs/KERNELS.md. Test: tests/test_kernels_matmul.c */
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels/cpu/matmul_kernels.h"
 
@@ -420,20 +421,32 @@ QROWS(q4_g64, QT_Q4_G64)
 QROWS(q3_g64, QT_Q3_G64)
 QROWS(q2_g64, QT_Q2_G64)
 
-// ggml Q8_0 (blocks of 32, one fp16 scale each) on the int8 activations: per block |q| (u8) times xq
-// with q's sign (VPSIGNB), VPMADDUBSW (|q| <= 128, |xq| <= 127: pair sums <= 32512, no saturation),
-// VPMADDWD to int32, one FMA with d*dx. Prefill: each block's codes serve 4 tokens.
-AI void q80_tile_avx2(int NT, float *out, int64_t ldo, const struct xq8 *xq, const struct ggml_blk_q8_0 *row,
+// ggml Q8_0 / Q4_0 (blocks of 32, one fp16 scale each; Q4_0 codes = nibble - 8) on the int8
+// activations: per block |q| (u8) times xq with q's sign (VPSIGNB), VPMADDUBSW (|q| <= 128,
+// |xq| <= 127: pair sums <= 32512, no saturation), VPMADDWD to int32, one FMA with d*dx.
+// Prefill: each block's codes serve 4 tokens, over 64-row blocks.
+AI __m256i g32_codes_avx2(enum qtype wt, const uint8_t *blk) {
+    if (wt == QT_GGML_Q8_0) return _mm256_loadu_si256((const __m256i *)((const struct ggml_blk_q8_0 *)(const void *)blk)->qs);
+    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct ggml_blk_q4_0 *)(const void *)blk)->qs);
+    const __m128i m = _mm_set1_epi8(0x0f);
+    const __m256i c = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    return _mm256_sub_epi8(c, _mm256_set1_epi8(8));
+}
+AI void g32_tile_avx2(enum qtype wt, int NT, float *out, int64_t ldo, const struct xq8 *xq, const uint8_t *row,
                       int64_t i, int64_t j) {
     const int64_t n = xq->n, ng = xq->ng, nb = n / 32;
+    const size_t bb = wt == QT_GGML_Q8_0 ? sizeof(struct ggml_blk_q8_0) : sizeof(struct ggml_blk_q4_0);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4][2];
     for (int u = 0; u < NT; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
     for (int64_t k = 0; k < nb; k++) {
-        if (NT == 1 && (k & 1) == 0) _mm_prefetch((const char *)(row + k) + 1024, _MM_HINT_T0);
-        const __m256i w = _mm256_loadu_si256((const __m256i *)row[k].qs);
+        const uint8_t *b = row + (size_t)k * bb;
+        if (NT == 1 && (k & 1) == 0) _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
+        const __m256i w = g32_codes_avx2(wt, b);
         const __m256i aw = _mm256_sign_epi8(w, w);
-        const float d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(row[k].d)));
+        uint16_t dh;
+        memcpy(&dh, b, 2);
+        const float d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(dh)));
         for (int u = 0; u < NT; u++) {
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq->q + (j + u) * n + k * 32));
             const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w)), ones);
@@ -443,22 +456,30 @@ AI void q80_tile_avx2(int NT, float *out, int64_t ldo, const struct xq8 *xq, con
     }
     for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = hsum256(_mm256_add_ps(acc[u][0], acc[u][1]));
 }
-static void rows_q8_0_avx2(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
-                           int64_t n, int64_t r0, int64_t r1, int64_t t) {
-    const struct ggml_blk_q8_0 *wb = w;
-    const int64_t nb = n / 32;
+AI void g32_rows_avx2(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w, int64_t n,
+                      int64_t r0, int64_t r1, int64_t t) {
+    const size_t rb = (size_t)(n / 32) * (wt == QT_GGML_Q8_0 ? sizeof(struct ggml_blk_q8_0) : sizeof(struct ggml_blk_q4_0));
+    const uint8_t *w8 = w;
     if (t == 1) {
-        for (int64_t i = r0; i < r1; i++) q80_tile_avx2(1, out, ldo, xq, wb + i * nb, i, 0);
+        for (int64_t i = r0; i < r1; i++) g32_tile_avx2(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, 0);
         return;
     }
-    for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {   // W block in L2, each 4-token x tile in L1
+    for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {
         const int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
         int64_t j = 0;
         for (; j + 4 <= t; j += 4)
-            for (int64_t i = b0; i < b1; i++) q80_tile_avx2(4, out, ldo, xq, wb + i * nb, i, j);
+            for (int64_t i = b0; i < b1; i++) g32_tile_avx2(wt, 4, out, ldo, xq, w8 + (size_t)i * rb, i, j);
         for (; j < t; j++)
-            for (int64_t i = b0; i < b1; i++) q80_tile_avx2(1, out, ldo, xq, wb + i * nb, i, j);
+            for (int64_t i = b0; i < b1; i++) g32_tile_avx2(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, j);
     }
+}
+static void rows_q8_0_avx2(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                           int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    g32_rows_avx2(QT_GGML_Q8_0, out, ldo, xq, w, n, r0, r1, t);
+}
+static void rows_q4_0_avx2(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                           int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    g32_rows_avx2(QT_GGML_Q4_0, out, ldo, xq, w, n, r0, r1, t);
 }
 
 const mm_rows_fn mm_rows_avx2[QT_COUNT] = {
@@ -470,4 +491,5 @@ const mm_rows_fn mm_rows_avx2[QT_COUNT] = {
     [QT_Q3_G64] = rows_q3_g64_avx2,
     [QT_Q2_G64] = rows_q2_g64_avx2,
     [QT_GGML_Q8_0] = rows_q8_0_avx2,
+    [QT_GGML_Q4_0] = rows_q4_0_avx2,
 };

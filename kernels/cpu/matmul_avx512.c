@@ -562,34 +562,54 @@ QROWS(q3_g64, QT_Q3_G64)
 QROWS(q2_g64, QT_Q2_G64)
 
 // ------------------------------------------------------------------------------------------------
-// ggml Q8_0 (blocks of 32 int8 codes, one fp16 scale each), on the int8 activations: one activation
-// group of 64 = two weight blocks, one zmm of codes. VPDPBUSD wants u8 x s8, so the codes go in as
-// |q| and the activations take q's sign (|q| <= 128 fits u8, -xq fits s8); lanes 0-7 sum block 0,
-// lanes 8-15 block 1, so the scale vector is d0*dx in the low half and d1*dx in the high half.
-// Decode: one row per pass, 2 accumulators; prefill: each row's unpacked group serves 4 tokens.
-AI __m512i q80_codes(const struct ggml_blk_q8_0 *b, __mmask64 *neg) {
-    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
-                                         _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+// ggml Q8_0 and Q4_0 (blocks of 32 codes, one fp16 scale each), on the int8 activations: one
+// activation group of 64 = two weight blocks = one zmm of signed codes (Q4_0: nibble - 8). VPDPBUSD
+// wants u8 x s8, so the codes go in as |q| and the activations take q's sign (|q| <= 128 fits u8,
+// -xq fits s8); lanes 0-7 sum block 0, lanes 8-15 block 1, so the scale vector is d0*dx in the low
+// half and d1*dx in the high half. Decode: one row per pass; prefill: each row's unpacked group
+// serves 4 tokens, over 64-row blocks.
+AI __m256i q40_codes32(const struct ggml_blk_q4_0 *b) {   // weights 0..15: low nibbles, 16..31: high
+    const __m128i v = _mm_loadu_si128((const __m128i *)b->qs), m = _mm_set1_epi8(0x0f);
+    const __m256i c = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    return _mm256_sub_epi8(c, _mm256_set1_epi8(8));
+}
+AI __m512i g32_codes(enum qtype wt, const void *blk, __mmask64 *neg) {
+    __m512i w;
+    if (wt == QT_GGML_Q8_0) {
+        const struct ggml_blk_q8_0 *b = blk;
+        w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                               _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+    } else {
+        const struct ggml_blk_q4_0 *b = blk;
+        w = _mm512_inserti64x4(_mm512_castsi256_si512(q40_codes32(&b[0])), q40_codes32(&b[1]), 1);
+    }
     *neg = _mm512_movepi8_mask(w);
     return _mm512_abs_epi8(w);
 }
-// (d0 x 8, d1 x 8): the two blocks' scales, converted by F16C
-AI __m512 q80_scales(const struct ggml_blk_q8_0 *b) {
-    const __m128 d = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, (short)b[1].d, (short)b[0].d));
+// (d0 x 8, d1 x 8): the two blocks' scales (the fp16 d leads both block types), converted by F16C
+AI __m512 g32_scales(const uint8_t *blk, size_t bb) {
+    uint16_t d0, d1;
+    memcpy(&d0, blk, 2);
+    memcpy(&d1, blk + bb, 2);
+    const __m128 d = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, (short)d1, (short)d0));
     return _mm512_mask_mov_ps(_mm512_set1_ps(_mm_cvtss_f32(d)), 0xFF00,
                               _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 1))));
 }
-AI void q80_tile(int NT, float *out, int64_t ldo, const struct xq8 *xq, const struct ggml_blk_q8_0 *row,
+AI size_t g32_bytes(enum qtype wt) {
+    return wt == QT_GGML_Q8_0 ? sizeof(struct ggml_blk_q8_0) : sizeof(struct ggml_blk_q4_0);
+}
+AI void g32_tile(enum qtype wt, int NT, float *out, int64_t ldo, const struct xq8 *xq, const uint8_t *row,
                  int64_t i, int64_t j) {
     const int64_t n = xq->n, ng = xq->ng;
+    const size_t bb = g32_bytes(wt);
     __m512 acc[4][2];
     for (int u = 0; u < NT; u++) acc[u][0] = acc[u][1] = _mm512_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
-        const struct ggml_blk_q8_0 *b = row + 2 * g;
+        const uint8_t *b = row + 2 * g * bb;
         if (NT == 1) _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
         __mmask64 neg;
-        const __m512i aw = q80_codes(b, &neg);
-        const __m512 dv = q80_scales(b);
+        const __m512i aw = g32_codes(wt, b, &neg);
+        const __m512 dv = g32_scales(b, bb);
         for (int u = 0; u < NT; u++) {
             const __m512i xv = _mm512_loadu_si512(xq->q + (j + u) * n + g * QK_G64);
             const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
@@ -600,22 +620,30 @@ AI void q80_tile(int NT, float *out, int64_t ldo, const struct xq8 *xq, const st
     }
     for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[u][0], acc[u][1]));
 }
-static void rows_q8_0_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
-                             int64_t n, int64_t r0, int64_t r1, int64_t t) {
-    const struct ggml_blk_q8_0 *wb = w;
-    const int64_t nb = n / 32;
+AI void g32_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w, int64_t n,
+                 int64_t r0, int64_t r1, int64_t t) {
+    const size_t rb = (size_t)(n / 32) * g32_bytes(wt);
+    const uint8_t *w8 = w;
     if (t == 1) {
-        for (int64_t i = r0; i < r1; i++) q80_tile(1, out, ldo, xq, wb + i * nb, i, 0);
+        for (int64_t i = r0; i < r1; i++) g32_tile(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, 0);
         return;
     }
     for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK) {   // W block in L2, each 4-token x tile in L1
         const int64_t b1 = b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1;
         int64_t j = 0;
         for (; j + 4 <= t; j += 4)
-            for (int64_t i = b0; i < b1; i++) q80_tile(4, out, ldo, xq, wb + i * nb, i, j);
+            for (int64_t i = b0; i < b1; i++) g32_tile(wt, 4, out, ldo, xq, w8 + (size_t)i * rb, i, j);
         for (; j < t; j++)
-            for (int64_t i = b0; i < b1; i++) q80_tile(1, out, ldo, xq, wb + i * nb, i, j);
+            for (int64_t i = b0; i < b1; i++) g32_tile(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, j);
     }
+}
+static void rows_q8_0_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                             int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    g32_rows(QT_GGML_Q8_0, out, ldo, xq, w, n, r0, r1, t);
+}
+static void rows_q4_0_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                             int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    g32_rows(QT_GGML_Q4_0, out, ldo, xq, w, n, r0, r1, t);
 }
 
 const mm_rows_fn mm_rows_avx512[QT_COUNT] = {
@@ -627,4 +655,5 @@ const mm_rows_fn mm_rows_avx512[QT_COUNT] = {
     [QT_Q3_G64] = rows_q3_g64_avx512,
     [QT_Q2_G64] = rows_q2_g64_avx512,
     [QT_GGML_Q8_0] = rows_q8_0_avx512,
+    [QT_GGML_Q4_0] = rows_q4_0_avx512,
 };

@@ -43,7 +43,7 @@ typedef void (*mm_rows_fn)(float *out, int64_t ldo, const float *x, const struct
 /* Whether the kernel of type wt consumes int8 activations (xq) instead of x. */
 static inline bool mm_uses_xq8(enum qtype wt) {
     return wt == QT_Q8_G64 || wt == QT_Q4_G64 || wt == QT_Q3_G64 || wt == QT_Q2_G64 || wt == QT_Q8_X8 ||
-           wt == QT_Q4_X8 || wt == QT_Q3_X8 || wt == QT_Q2_X8 || wt == QT_GGML_Q8_0;
+           wt == QT_Q4_X8 || wt == QT_Q3_X8 || wt == QT_Q2_X8 || wt == QT_GGML_Q8_0 || wt == QT_GGML_Q4_0;
 }
 /* Whether the kernel of type wt reads xq->qil. */
 static inline bool mm_uses_qil(enum qtype wt) {
@@ -79,9 +79,10 @@ void matmul_q8_g64_ref(float *out, const float *x, const void *w, int64_t n, int
 void matmul_q4_g64_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t);
 void matmul_q3_g64_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t);
 void matmul_q2_g64_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t);
-/* ggml Q8_0 (blocks of 32, one fp16 scale each) on int8 activations: n must be a multiple of 64 (one
+/* ggml Q8_0 / Q4_0 (blocks of 32, one fp16 scale each) on int8 activations: n must be a multiple of 64 (one
  * activation group = two weight blocks). */
 void matmul_q8_0_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t);
+void matmul_q4_0_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t);
 
 /* Benchmark formulas (docs/KERNELS.md): bytes = weights d*row_bytes + x 4*n*t + out 4*d*t;
  * flops = 2*n*d*t. */

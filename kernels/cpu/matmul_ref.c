@@ -149,6 +149,25 @@ static void rows_q8_0_ref(float *out, int64_t ldo, const float *x, const struct 
     }
 }
 
+// ggml Q4_0: code l of a block is its nibble l (l < 16: low nibbles, else high) minus 8.
+static void rows_q4_0_ref(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
+                          int64_t n, int64_t r0, int64_t r1, int64_t t) {
+    const int64_t ng = n / QK_G64, nb = n / 32;
+    for (int64_t i = r0; i < r1; i++) {
+        const struct ggml_blk_q4_0 *b = (const struct ggml_blk_q4_0 *)w + i * nb;
+        for (int64_t j = 0; j < t; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < nb; k++) {
+                const int8_t *xb = xq->q + j * n + k * 32;
+                int32_t s = 0;
+                for (int l = 0; l < 32; l++) s += ((l < 16 ? b[k].qs[l] & 15 : b[k].qs[l - 16] >> 4) - 8) * xb[l];
+                acc += (double)f16_to_f32(b[k].d) * xq->dx[j * ng + k / 2] * s;
+            }
+            out[j * ldo + i] = (float)acc;
+        }
+    }
+}
+
 // Q4/Q3/Q2: codes come from quant_unpack_group, the format's own spec.
 static void rows_qasym_ref(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w,
                            int64_t n, int64_t r0, int64_t r1, int64_t t) {
@@ -222,6 +241,7 @@ const mm_rows_fn mm_rows_ref[QT_COUNT] = {
     [QT_Q3_X8] = rows_q3_x8_ref,
     [QT_Q2_X8] = rows_q2_x8_ref,
     [QT_GGML_Q8_0] = rows_q8_0_ref,
+    [QT_GGML_Q4_0] = rows_q4_0_ref,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -264,6 +284,9 @@ void matmul_q2_g64_ref(float *out, const float *x, const void *w, int64_t n, int
 }
 void matmul_q8_0_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t) {
     matmul_ref_run(QT_GGML_Q8_0, out, x, w, n, d, t);
+}
+void matmul_q4_0_ref(float *out, const float *x, const void *w, int64_t n, int64_t d, int64_t t) {
+    matmul_ref_run(QT_GGML_Q4_0, out, x, w, n, d, t);
 }
 
 // ------------------------------------------------------------------------------------------------
