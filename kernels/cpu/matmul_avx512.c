@@ -641,9 +641,47 @@ static void rows_q8_0_avx512(float *out, int64_t ldo, const float *x, const stru
                              int64_t n, int64_t r0, int64_t r1, int64_t t) {
     g32_rows(QT_GGML_Q8_0, out, ldo, xq, w, n, r0, r1, t);
 }
+// Q4_0 decode, leaner than g32_tile (measured 49% of the read roof there: ~30 vector ops per 64
+// weights). Per call the activation groups are rearranged once, for all rows of the chunk, into the
+// order the nibbles unpack in: a block's 16 bytes hold weights 0-15 (low nibbles) and 16-31 (high),
+// so [qs0 | qs1] as a ymm, doubled and shifted by 0 / 4 per 256-bit half and masked, gives
+// (b0 w0-15, b1 w0-15, b0 w16-31, b1 w16-31) = activation 128-bit lanes (0, 2, 1, 3). The -8 offset
+// becomes the accumulator's start: -8 * (sum of each lane's 4 activations), also precomputed. Per
+// group and row: 5 ops to unpack, 4 for the two scales (lanes 0-3, 8-11: block 0; 4-7, 12-15:
+// block 1), VPDPBUSD, convert, scale by dx, FMA.
+#define Q40_MAX_NG 256   // rearranged activations on the stack: 2 x 16 KiB
+static void q40_decode(float *out, const struct xq8 *xq, const void *w, int64_t n, int64_t r0, int64_t r1) {
+    const int64_t ng = xq->ng;
+    __m512i xp[Q40_MAX_NG], c8[Q40_MAX_NG];
+    for (int64_t g = 0; g < ng; g++) {
+        const __m512i xv = _mm512_loadu_si512(xq->q + g * QK_G64);
+        xp[g] = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));
+        c8[g] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xp[g]));
+    }
+    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0), m4 = _mm512_set1_epi8(0x0f);
+    const __m512i didx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    const size_t rb = (size_t)(n / 32) * sizeof(struct ggml_blk_q4_0);
+    for (int64_t i = r0; i < r1; i++) {
+        const struct ggml_blk_q4_0 *b = (const void *)((const uint8_t *)w + (size_t)i * rb);
+        __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t g = 0; g < ng; g++, b += 2) {
+            _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
+            const __m256i q2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b[0].qs)),
+                                                       _mm_loadu_si128((const __m128i *)b[1].qs), 1);
+            const __m512i q = _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(q2), shift), m4);
+            const __m512i s = _mm512_dpbusd_epi32(c8[g], q, xp[g]);
+            const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b[0].d | (uint32_t)b[1].d << 16)));
+            const __m512 dv = _mm512_permutexvar_ps(didx, _mm512_castps128_ps512(d));
+            acc[g & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dv, _mm512_set1_ps(xq->dx[g])), acc[g & 1]);
+        }
+        out[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+    }
+}
 static void rows_q4_0_avx512(float *out, int64_t ldo, const float *x, const struct xq8 *xq, const void *w,
                              int64_t n, int64_t r0, int64_t r1, int64_t t) {
-    g32_rows(QT_GGML_Q4_0, out, ldo, xq, w, n, r0, r1, t);
+    if (t == 1 && xq->ng <= Q40_MAX_NG) q40_decode(out, xq, w, n, r0, r1);
+    else g32_rows(QT_GGML_Q4_0, out, ldo, xq, w, n, r0, r1, t);
 }
 
 const mm_rows_fn mm_rows_avx512[QT_COUNT] = {
