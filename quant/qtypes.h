@@ -1,6 +1,6 @@
 /* quant/qtypes.h: every weight type the engine knows, its block layout and one traits table.
- * Load-only types (ggml's Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) are dequantized at load time;
- * the engine's own n-bit types (QT_Q8_G64 .. QT_Q2_G64) have fast kernels. Layouts: docs/QUANT_FORMATS.md.
+ * ggml's types: Q8_0 and Q4_0 have CPU kernels (kernels/cpu); Q4_1, Q4_K, Q5_K, Q6_K are expanded
+ * (dequantized) at load; the engine's own n-bit types (QT_Q8_G64 .. QT_Q2_G64) have fast kernels. Layouts: docs/QUANT_FORMATS.md.
  * Test: tests/test_quant_*.c */
 #ifndef QUANT_QTYPES_H
 #define QUANT_QTYPES_H
