@@ -620,10 +620,78 @@ AI void g32_tile(enum qtype wt, int NT, float *out, int64_t ldo, const struct xq
     }
     for (int u = 0; u < NT; u++) out[(j + u) * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[u][0], acc[u][1]));
 }
+// Prefill with activations prepared once per (64-row block, 4-token tile), so that the per-row,
+// per-token work is one VPDPBUSD, a convert and two FP ops. Q8_0: the activations go in as
+// u8 = xq + 128 against the signed codes, and 128 * (sum of each lane's 4 codes) is taken back once
+// per row and group (it starts the accumulator); Q4_0: the activation lanes are permuted into the
+// nibbles' order (0, 2, 1, 3) and -8 * (sum of each lane's 4 activations) starts the accumulator, as
+// in q40_decode. Lanes -> blocks: Q8_0 0-7 / 8-15, Q4_0 0-3, 8-11 / 4-7, 12-15.
+#define G32_PF_MAX_NG 128   // 2 x 32 KiB of prepared activations on the stack
+AI void g32_prefill(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const uint8_t *w8, size_t rb,
+                    int64_t r0, int64_t r1, int64_t t) {
+    const int64_t n = xq->n, ng = xq->ng;
+    const size_t bb = g32_bytes(wt);
+    __m512i xa[4][G32_PF_MAX_NG], xc[4][G32_PF_MAX_NG];
+    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0), m4 = _mm512_set1_epi8(0x0f);
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    const __m512i didx = wt == QT_GGML_Q4_0 ? _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0)
+                                            : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (int64_t j = 0; j < t; j += 4) {
+        const int nt = t - j < 4 ? (int)(t - j) : 4;
+        for (int u = 0; u < nt; u++)
+            for (int64_t g = 0; g < ng; g++) {
+                const __m512i xv = _mm512_loadu_si512(xq->q + (j + u) * n + g * QK_G64);
+                if (wt == QT_GGML_Q4_0) {
+                    xa[u][g] = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));
+                    xc[u][g] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xa[u][g]));
+                } else {
+                    xa[u][g] = _mm512_xor_si512(xv, c80);
+                }
+            }
+        for (int64_t i = r0; i < r1; i++) {
+            const uint8_t *b = w8 + (size_t)i * rb;
+            __m512 acc[4][2];
+            for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = _mm512_setzero_ps();
+            for (int64_t g = 0; g < ng; g++, b += 2 * bb) {
+                __m512i q, c0 = _mm512_setzero_si512();
+                if (wt == QT_GGML_Q4_0) {
+                    const struct ggml_blk_q4_0 *q4 = (const void *)b;
+                    const __m256i q2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q4[0].qs)),
+                                                               _mm_loadu_si128((const __m128i *)q4[1].qs), 1);
+                    q = _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(q2), shift), m4);
+                } else {
+                    const struct ggml_blk_q8_0 *q8 = (const void *)b;
+                    q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)q8[0].qs)),
+                                           _mm256_loadu_si256((const __m256i *)q8[1].qs), 1);
+                    c0 = _mm512_sub_epi32(c0, _mm512_dpbusd_epi32(_mm512_setzero_si512(), c80, q));
+                }
+                uint16_t d0, d1;
+                memcpy(&d0, b, 2);
+                memcpy(&d1, b + bb, 2);
+                const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d0 | (uint32_t)d1 << 16)));
+                const __m512 dv = _mm512_permutexvar_ps(didx, _mm512_castps128_ps512(dd));
+                for (int u = 0; u < nt; u++) {
+                    const __m512i s = wt == QT_GGML_Q4_0 ? _mm512_dpbusd_epi32(xc[u][g], q, xa[u][g])
+                                                         : _mm512_dpbusd_epi32(c0, xa[u][g], q);
+                    const __m512 sc = _mm512_mul_ps(dv, _mm512_set1_ps(xq->dx[(j + u) * ng + g]));
+                    acc[u][g & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[u][g & 1]);
+                }
+            }
+            for (int u = 0; u < nt; u++) out[(j + u) * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[u][0], acc[u][1]));
+        }
+    }
+}
+
 AI void g32_rows(enum qtype wt, float *out, int64_t ldo, const struct xq8 *xq, const void *w, int64_t n,
                  int64_t r0, int64_t r1, int64_t t) {
     const size_t rb = (size_t)(n / 32) * g32_bytes(wt);
     const uint8_t *w8 = w;
+    if (t > 1 && xq->ng <= G32_PF_MAX_NG) {
+        for (int64_t b0 = r0; b0 < r1; b0 += ROW_BLOCK)   // W block in L2 across the token tiles
+            g32_prefill(wt, out, ldo, xq, w8, rb, b0, b0 + ROW_BLOCK < r1 ? b0 + ROW_BLOCK : r1, t);
+        return;
+    }
     if (t == 1) {
         for (int64_t i = r0; i < r1; i++) g32_tile(wt, 1, out, ldo, xq, w8 + (size_t)i * rb, i, 0);
         return;
