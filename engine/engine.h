@@ -12,8 +12,13 @@ struct engine_opts {
     int n_ctx;                   // KV cache length; 0 = min(model seq_len, 4096)
     int n_threads;               // 0 = all cores
     int quant_bits;              // 0 = keep the file's types; 8/4/3/2 = quantize at load
-    const char *bits_plan;       // e.g. "default=4,blk.0-1=8,output=8" (NULL: none)
-    const char *quant_method;    // "rtn" or "opt" (NULL = "opt")
+    const char *bits_plan;       // e.g. "default=4,blk.0-1=8,output=8", a plan file, or "auto:B" (= target_bpw B)
+    double target_bpw;           // > 0: per-tensor widths chosen for B bits per weight (engine/bitalloc.h)
+    const char *quant_method;    // "rtn", "opt" or "gptq" (NULL = "opt"); gptq needs imatrix_path
+    const char *imatrix_path;    // calibration statistics (./imatrix, or llama-imatrix's GGUF/.dat):
+                                 // opt weights each group's error by E[x^2]; gptq uses the Gram matrices
+    float gptq_damp;             // GPTQ damping, fraction of mean(diag H) (0 = the default 0.01)
+    bool gptq_act_order;         // GPTQ columns in decreasing E[x^2] order (static groups)
     const char *device;          // "cpu" (default) or "cuda"
     int n_gpu_layers;            // -ngl: > 0 selects cuda
     enum qtype cache_type_k;     // -ctk: KV cache key type: QT_F32 (0, default), QT_F16, QT_GGML_Q8_0, QT_GGML_Q4_0
@@ -76,6 +81,15 @@ int engine_tensor_views(struct engine *en, struct tensor_view **out, int *n_out,
 /* The same views of the compute buffers themselves, with no copy: a type may be a CPU-only
  * in-memory layout (quant/repack.h X8), and data points at what the kernels read. Host backends only. */
 int engine_compute_views(struct engine *en, struct tensor_view **out, int *n_out, struct err *e);
+/* Calibration hook (./imatrix): fn is called before every matmul of engine_forward with the
+ * matmul's f32 input x (x->ne[1] rows = tokens, x->ne[0] = the weights' row length, host memory)
+ * and the GGUF names of the n_w weights that multiply it: q, k and v share one input, gate and up
+ * one; the output head is named "output.weight" even when tied to the embedding. fn NULL removes
+ * it. Host-memory backends only (ERR_UNSUPPORTED otherwise). */
+typedef void (*engine_matmul_observer)(void *ctx, const char *const *weight_names, int n_w,
+                                       const struct tensor *x);
+int engine_set_matmul_observer(struct engine *en, engine_matmul_observer fn, void *ctx, struct err *e);
+
 /* Writes the prepared weights, config and vocabulary as our native model.bin (loaders/native.c). */
 int engine_save(struct engine *en, const char *path, struct err *e);
 

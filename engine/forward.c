@@ -22,10 +22,21 @@ static struct tensor span_rows(const struct tensor *full, int row0, int n) {
     return t;
 }
 
+// The calibration hook (./imatrix): the input of the weights named in names, before they multiply it.
+static void observe(struct engine *en, int n_w, const char *const *names, const struct tensor *x) {
+    if (en->observe) en->observe(en->observe_ctx, names, n_w, x);
+}
+
 // outs[i] = x @ ws[i]^T: one backend call when it has matmul_n (the CPU shares the activation
 // quantization and the thread pass), else one matmul each
-static void matmuls(struct backend *be, int n, struct tensor *const *outs, const struct tensor *x,
+static void matmuls(struct engine *en, int n, struct tensor *const *outs, const struct tensor *x,
                     const struct tensor *const *ws) {
+    struct backend *be = en->be;
+    if (en->observe) {
+        const char *names[4];
+        for (int i = 0; i < n && i < 4; i++) names[i] = ws[i]->name;
+        observe(en, n < 4 ? n : 4, names, x);
+    }
     if (be->ops->matmul_n) be->ops->matmul_n(be, n, outs, x, ws);
     else
         for (int i = 0; i < n; i++) be->ops->matmul(be, outs[i], x, ws[i]);
@@ -44,7 +55,7 @@ static void attention_block(struct engine *en, int l, int n, const struct seq_sp
 
     be->ops->rmsnorm(be, &xb, &x, &lw->attn_norm, c->norm_eps);
     // q (n, n_heads * head_dim), k and v (n, n_kv_heads * head_dim)
-    matmuls(be, 3, (struct tensor *const[]){&q, &k, &v}, &xb, (const struct tensor *const[]){&lw->wq, &lw->wk, &lw->wv});
+    matmuls(en, 3, (struct tensor *const[]){&q, &k, &v}, &xb, (const struct tensor *const[]){&lw->wq, &lw->wk, &lw->wv});
     for (int i = 0; i < n_sp; i++) {         // one span per sequence (a single one unless -np)
         const int r0 = sp[i].row0, m = sp[i].n, pos = sp[i].pos;
         struct kv_cache *kv = &en->kv[sp[i].seq];
@@ -57,6 +68,7 @@ static void attention_block(struct engine *en, int l, int n, const struct seq_sp
         be->ops->set_rows(be, &kv->v[l], pos, &vs);
         be->ops->attention(be, &as, &qs, &kv->k[l], &kv->v[l], c->n_heads, c->n_kv_heads, c->head_dim, pos);
     }
+    observe(en, 1, &lw->wo.name, &att);
     be->ops->matmul(be, &xb2, &att, &lw->wo);  // (n, dim)
     be->ops->add(be, &x, &x, &xb2);            // residual
 }
@@ -72,8 +84,9 @@ static void ffn_block(struct engine *en, int l, int n) {
 
     be->ops->rmsnorm(be, &xb, &x, &lw->ffn_norm, en->cfg.norm_eps);
     // gate and up (n, hidden_dim)
-    matmuls(be, 2, (struct tensor *const[]){&hb, &hb2}, &xb, (const struct tensor *const[]){&lw->w1, &lw->w3});
+    matmuls(en, 2, (struct tensor *const[]){&hb, &hb2}, &xb, (const struct tensor *const[]){&lw->w1, &lw->w3});
     be->ops->swiglu(be, &hb, &hb, &hb2);       // hb = silu(gate) * up
+    observe(en, 1, &lw->w2.name, &hb);
     be->ops->matmul(be, &xb2, &hb, &lw->w2);   // down (n, dim)
     be->ops->add(be, &x, &x, &xb2);            // residual
 }
@@ -91,6 +104,7 @@ static int output_head(struct engine *en, int n, bool all_logits) {
     xin.data = (float *)xb.data + (size_t)first * (size_t)xb.ne[0];
     struct tensor logits = en->s.logits;
     logits.ne[1] = n_out;
+    observe(en, 1, (const char *const[]){"output.weight"}, &xin);
     be->ops->matmul(be, &logits, &xin, &en->w.output);   // (n_out, vocab)
     return n_out;
 }

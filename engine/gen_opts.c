@@ -30,7 +30,9 @@ void run_opts_usage(FILE *f) {
         "  -z, --tokenizer PATH      tokenizer.bin for llama2.c models (default: next to the model)\n"
         "  -q, --quant N             quantize weights at load to N bits: 8, 4, 3 or 2 (group 64)\n"
         "      --bits PLAN           mixed precision plan, e.g. \"default=4,blk.0-1=8,output=8\"\n"
-        "      --method rtn|opt      quantizer: round-to-nearest or optimized (default opt)\n"
+        "      --method rtn|opt|gptq quantizer: round-to-nearest, optimized (default) or GPTQ (needs --imatrix)\n"
+        "      --imatrix FILE        calibration statistics from ./imatrix for -q/--bits (opt: E[x^2] weights)\n"
+        "      --gptq-damp F         GPTQ damping (default 0.01)   --act-order  GPTQ column order\n"
         "  -t, --threads N           CPU threads (default: all cores)\n"
         "  -c, --ctx-size N          context size = KV cache length (default: model's, at most 4096)\n"
         "  -ctk, --cache-type-k T    KV cache key type: f32 (default), f16, q8_0, q4_0\n"
@@ -111,10 +113,13 @@ int run_opts_parse(struct run_opts *r, const char *a, const char *v) {
     if (IS("--bits")) ENG(str_arg(a, v, &r->o.bits_plan));
     if (IS("--method")) {
         r->engine_changed = true;
-        if (!v || (strcmp(v, "rtn") && strcmp(v, "opt"))) { fprintf(stderr, "error: --method expects rtn or opt\n"); return -1; }
+        if (!v || (strcmp(v, "rtn") && strcmp(v, "opt") && strcmp(v, "gptq"))) { fprintf(stderr, "error: --method expects rtn, opt or gptq\n"); return -1; }
         r->o.quant_method = v;
         return 2;
     }
+    if (IS("--imatrix")) ENG(str_arg(a, v, &r->o.imatrix_path));
+    if (IS("--gptq-damp")) ENG(arg_float(a, v, 1e-6, 10, &r->o.gptq_damp));
+    if (IS("--act-order")) { r->engine_changed = true; r->o.gptq_act_order = true; return 1; }
     if (IS("-t") || IS("--threads")) ENG(arg_int(a, v, 1, 1024, &r->o.n_threads));
     if (IS("-c") || IS("--ctx-size")) ENG(arg_int(a, v, 1, 1 << 20, &r->o.n_ctx));
     if (IS("-ctk") || IS("--cache-type-k")) ENG(cache_type(a, v, &r->o.cache_type_k));

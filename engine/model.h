@@ -48,6 +48,8 @@ struct engine {
     size_t weight_bytes, weight_bytes_per_token, scratch_bytes;
     double load_seconds;
     float *host_logits;                // staging for download when the backend is not host memory
+    engine_matmul_observer observe;    // calibration hook (NULL: none), see engine.h
+    void *observe_ctx;
 };
 
 /* Rows [row0, row0 + n) of a batch belong to sequence seq (its KV cache) at positions pos .. pos+n-1. */

@@ -1,6 +1,6 @@
 /* engine/quantize_main.c: ./quantize, convert any supported model to the engine's native model.bin
  * with n-bit group-64 weights (the same code path as `./infer -q N`, which quantizes at load).
- *   ./quantize -m model.gguf -o model-q4.bin -q 4 [--method rtn|opt] [--bits PLAN] [-t N] */
+ *   ./quantize -m model.gguf -o model-q4.bin -q 4 [--method rtn|opt|gptq] [--imatrix F] [--bits PLAN] [-t N] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -17,7 +17,13 @@ static void usage(FILE *f) {
         "  -o, --output PATH     output file (model.bin)\n"
         "  -q, --quant N         default bits for matrices: 8, 4, 3, 2 (or 16 = f16, 32 = f32)\n"
         "      --bits PLAN       mixed precision, e.g. \"default=4,blk.0-1=8,output=8\" or a plan file\n"
-        "      --method rtn|opt  round-to-nearest or the optimized quantizer (default opt)\n"
+        "      --method M        rtn (round-to-nearest), opt (optimized, default) or gptq (needs --imatrix)\n"
+        "      --imatrix FILE    calibration statistics from ./imatrix (or llama-imatrix's GGUF/.dat):\n"
+        "                        opt weights each error by E[x^2]; gptq uses the Gram matrices\n"
+        "      --gptq-damp F     GPTQ damping, fraction of the mean Hessian diagonal (default 0.01)\n"
+        "      --act-order       GPTQ: quantize columns in decreasing E[x^2] order\n"
+        "      --target-bpw B    choose each matrix's width (q2/q3/q4/q8) for a file of B bits per weight\n"
+        "                        (all parameters counted), least measured output error (also --bits auto:B)\n"
         "  -z, --tokenizer PATH  tokenizer.bin for llama2.c inputs\n"
         "  -t, --threads N       threads (default: all cores)\n"
         "  -h, --help\n");
@@ -44,12 +50,19 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--method")) {
             o.quant_method = v, i++;
-            if (!v || (strcmp(v, "rtn") && strcmp(v, "opt"))) { fprintf(stderr, "error: --method expects rtn or opt\n"); return 1; }
+            if (!v || (strcmp(v, "rtn") && strcmp(v, "opt") && strcmp(v, "gptq"))) { fprintf(stderr, "error: --method expects rtn, opt or gptq\n"); return 1; }
+        } else if (!strcmp(a, "--imatrix")) ok = (o.imatrix_path = v) != NULL, i++;
+        else if (!strcmp(a, "--gptq-damp")) ok = arg_float(a, v, 1e-6, 10, &o.gptq_damp), i++;
+        else if (!strcmp(a, "--act-order")) o.gptq_act_order = true;
+        else if (!strcmp(a, "--target-bpw")) {
+            float b = 0;
+            ok = arg_float(a, v, 2, 16, &b), i++;
+            o.target_bpw = b;
         } else { fprintf(stderr, "error: unknown argument '%s' (see --help)\n", a); return 1; }
         if (!ok) { fprintf(stderr, "error: %s needs a value\n", a); return 1; }
     }
     if (!o.model_path || !out) { fprintf(stderr, "error: need -m IN and -o OUT (see --help)\n"); return 1; }
-    if (o.quant_bits == 0 && !o.bits_plan) { fprintf(stderr, "error: need -q N or --bits PLAN\n"); return 1; }
+    if (o.quant_bits == 0 && !o.bits_plan && !(o.target_bpw > 0)) { fprintf(stderr, "error: need -q N, --bits PLAN or --target-bpw B\n"); return 1; }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct err e = {0};

@@ -17,7 +17,11 @@ const char eval_model_flags_help[] =
     "  --tokenizer FILE   tokenizer.bin for llama2.c models\n"
     "  -q N               quantize weights at load to N bits (8, 4, 3, 2)\n"
     "  --bits PLAN        per-tensor bit plan, e.g. \"default=4,blk.0-1=8,output=8\"\n"
-    "  --method rtn|opt   quantizer (default opt)\n"
+    "  --method M         quantizer for -q/--bits: rtn, opt (default) or gptq (needs --imatrix)\n"
+    "  --imatrix FILE     calibration statistics from ./imatrix (or llama-imatrix): opt weights the\n"
+    "                     error by E[x^2], gptq uses the Gram matrices\n"
+    "  --gptq-damp F      GPTQ damping, fraction of the mean Hessian diagonal (default 0.01)\n"
+    "  --act-order        GPTQ: columns in decreasing E[x^2] order\n"
     "  -t N               threads (default: all cores)\n"
     "  --device cpu|cuda  backend; -ngl N offloads to CUDA\n";
 
@@ -35,7 +39,12 @@ int eval_parse_model_flag(struct eval_model_args *a, int argc, char **argv, int 
     const char *f = argv[*i];
     static const char *const with_value[] = {"-m", "--model", "--tokenizer", "-q", "--bits",
                                              "--method", "-t", "--threads", "--device", "-ngl",
-                                             "--n-gpu-layers"};
+                                             "--n-gpu-layers", "--imatrix", "--gptq-damp"};
+    if (strcmp(f, "--act-order") == 0) {
+        a->act_order = true;
+        (*i)++;
+        return 1;
+    }
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
         if (strcmp(f, with_value[k]) == 0) known = true;
@@ -50,11 +59,20 @@ int eval_parse_model_flag(struct eval_model_args *a, int argc, char **argv, int 
     else if (!strcmp(f, "-q")) a->quant_bits = eval_atoi(f, v);
     else if (!strcmp(f, "--bits")) a->bits_plan = v;
     else if (!strcmp(f, "--method")) {
-        if (strcmp(v, "rtn") && strcmp(v, "opt")) {
-            fprintf(stderr, "error: --method must be rtn or opt, got '%s'\n", v);
+        if (strcmp(v, "rtn") && strcmp(v, "opt") && strcmp(v, "gptq")) {
+            fprintf(stderr, "error: --method must be rtn, opt or gptq, got '%s'\n", v);
             return -1;
         }
         a->method = v;
+    } else if (!strcmp(f, "--imatrix")) a->imatrix = v;
+    else if (!strcmp(f, "--gptq-damp")) {
+        char *end = NULL;
+        double d = strtod(v, &end);
+        if (*v == 0 || *end != 0 || !(d > 0) || !(d <= 10)) {
+            fprintf(stderr, "error: --gptq-damp must be a number in (0, 10], got '%s'\n", v);
+            return -1;
+        }
+        a->gptq_damp = (float)d;
     } else if (!strcmp(f, "-t") || !strcmp(f, "--threads")) a->n_threads = eval_atoi(f, v);
     else if (!strcmp(f, "--device")) a->device = v;
     else a->n_gpu_layers = eval_atoi(f, v);
@@ -75,6 +93,9 @@ struct engine *eval_load(const struct eval_model_args *a, int n_ctx, bool quiet)
         .quant_bits = a->quant_bits,
         .bits_plan = a->bits_plan,
         .quant_method = a->method,
+        .imatrix_path = a->imatrix,
+        .gptq_damp = a->gptq_damp,
+        .gptq_act_order = a->act_order,
         .device = a->device,
         .n_gpu_layers = a->n_gpu_layers,
         .quiet = quiet,

@@ -19,7 +19,10 @@ struct eval_model_args {
     const char *tokenizer;   // --tokenizer (llama2.c .bin models)
     int quant_bits;          // -q N (0 = as stored)
     const char *bits_plan;   // --bits PLAN
-    const char *method;      // --method rtn|opt
+    const char *method;      // --method rtn|opt|gptq
+    const char *imatrix;     // --imatrix FILE (calibration statistics for -q/--bits)
+    float gptq_damp;         // --gptq-damp F
+    bool act_order;          // --act-order
     int n_threads;           // -t N (0 = all cores)
     const char *device;      // --device cpu|cuda
     int n_gpu_layers;        // -ngl N

@@ -9,6 +9,7 @@
 /* Each returns the process exit code; argv[0] is the subcommand name. */
 int sensitivity_main(int argc, char **argv);
 int report_main(int argc, char **argv);
+int plot_main(int argc, char **argv);   // eval/plot.c
 
 /* Perplexity of one model configuration on a prepared plan (tokens from ppl_prepare with the same
  * vocabulary). kld_base_out / kld_in: optional KLD base file to write / compare with (may be NULL).

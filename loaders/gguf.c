@@ -541,7 +541,7 @@ static int cmp_name(const void *a, const void *b) {
 
 // ------------------------------------------------------------------------------------------------
 
-int gguf_open(struct model_file *mf, const char *path, struct err *e) {
+static int gguf_open_impl(struct model_file *mf, const char *path, bool model, struct err *e) {
     memset(mf, 0, sizeof *mf);
     mf->file_type = -1;
     mf->vocab.bos = mf->vocab.eos = mf->vocab.unk = mf->vocab.pad = mf->vocab.eot = -1;
@@ -655,6 +655,7 @@ int gguf_open(struct model_file *mf, const char *path, struct err *e) {
             goto done;
         }
     mf->has_weights = n_tensors > 0;
+    if (!model) { rc = ERR_OK; goto done; }   // tensors only (imatrix files)
 
     if ((rc = read_config(r, mf))) goto done;
     if ((rc = read_vocab(r, mf))) goto done;
@@ -682,4 +683,12 @@ done:
     free(sorted);
     if (rc != ERR_OK) model_file_close(mf);
     return rc;
+}
+
+int gguf_open(struct model_file *mf, const char *path, struct err *e) {
+    return gguf_open_impl(mf, path, true, e);
+}
+
+int gguf_open_tensors(struct model_file *mf, const char *path, struct err *e) {
+    return gguf_open_impl(mf, path, false, e);
 }

@@ -114,6 +114,8 @@ int model_file_validate(const struct model_file *mf, struct err *e);
 
 /* Per-format entry points (used by model_file_open and the tests). */
 int gguf_open(struct model_file *mf, const char *path, struct err *e);
+/* A GGUF's tensors only (no model config or vocabulary required): for imatrix files. */
+int gguf_open_tensors(struct model_file *mf, const char *path, struct err *e);
 int llama2c_open(struct model_file *mf, const char *path, const char *tokenizer_path, struct err *e);
 int safetensors_open(struct model_file *mf, const char *dir, struct err *e);
 int native_open(struct model_file *mf, const char *path, struct err *e);

@@ -11,7 +11,7 @@
 
 #include "quant/qtypes.h"
 
-#define QUANT_PLAN_MAX_RULES 128
+#define QUANT_PLAN_MAX_RULES 1024
 
 struct quant_rule {
     int layer_lo, layer_hi;  // inclusive layer range; -1, -1: not a per-layer rule

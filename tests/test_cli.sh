@@ -32,7 +32,7 @@ expect_err "bad number" "expects an integer" ./infer -m "$G" -n 12abc
 expect_err "bad -q" "-q must be|expects an integer" ./infer -m "$G" -q 5
 expect_err "bad temp" "expects a number" ./infer -m "$G" --temp nan
 expect_err "no model" "no model" ./infer -p hi
-expect_err "bad method" "rtn or opt" ./infer -m "$G" --method fancy
+expect_err "bad method" "rtn, opt or gptq" ./infer -m "$G" --method fancy
 expect_err "bad device" "unknown device" ./infer -m "$G" --device tpu
 expect_err "bad bits plan" "plan|bits|invalid|unknown" ./infer -m "$G" --bits "default=5"
 expect_err "ctx too small for prompt" "context" ./infer -m "$G" -c 2 -p "Once upon a time there was"
@@ -144,6 +144,27 @@ elif awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
 else
     echo "FAIL: bench csv: inconsistent roof columns: $(cat "$T/b.csv")"; fail=$((fail+1))
 fi
+
+# calibration: ./imatrix -> ./quantize --imatrix (opt and gptq) -> ./infer; and its errors
+S=$D/text/tinystories/TinyStories-valid-excerpt.txt
+expect_ok "imatrix" ./imatrix -m "$G" -f "$S" -c 128 --chunks 4 -o "$T/im.gguf" --quiet
+expect_ok "imatrix --no-hessian" ./imatrix -m "$G" -f "$S" -c 128 --chunks 4 -o "$T/im-diag.gguf" --quiet --no-hessian
+expect_ok "quantize gptq" ./quantize -m "$G" -q 3 --imatrix "$T/im.gguf" --method gptq --act-order -o "$T/g.bin"
+expect_ok "infer from the gptq file" ./infer -m "$T/g.bin" -n 8 -s 1
+expect_ok "quantize --target-bpw" ./quantize -m "$G" --target-bpw 5 --imatrix "$T/im.gguf" --method gptq -o "$T/t.bin"
+expect_ok "ppl --bits auto:B" ./ppl -m "$G" --bits auto:4.5 --imatrix "$T/im-diag.gguf" -f "$S" --chunks 1 -c 64 --quiet
+expect_err "gptq without imatrix" "needs --imatrix" ./quantize -m "$G" -q 4 --method gptq -o "$T/x.bin"
+expect_err "imatrix without -q" "applies when quantizing" ./ppl -m "$G" --imatrix "$T/im.gguf" -f "$S" --chunks 1
+expect_err "gptq with a diagonal-only imatrix" "no Gram matrix" ./quantize -m "$G" -q 4 --imatrix "$T/im-diag.gguf" --method gptq -o "$T/x.bin"
+# a legacy .dat whose blk.0.attn_q.weight has 3 inputs (the model has 64)
+printf '\x01\0\0\0\x13\0\0\0blk.0.attn_q.weight\x01\0\0\0\x03\0\0\0\0\0\x80\x3f\0\0\x80\x3f\0\0\x80\x3f' > "$T/other.dat"
+expect_err "imatrix of another model" "3 inputs for it, the model 64" ./quantize -m "$G" -q 4 --imatrix "$T/other.dat" -o "$T/x.bin"
+expect_err "imatrix file is not one" "not an imatrix|entry count" ./quantize -m "$G" -q 4 --imatrix "$S" -o "$T/x.bin"
+expect_err "target below the q2 size" "below the smallest" ./quantize -m "$G" --target-bpw 2 -o "$T/x.bin"
+expect_err "bad auto: plan" "auto:B" ./ppl -m "$G" --bits auto:x -f "$S"
+expect_err "imatrix text shorter than a chunk" "fewer than one chunk" ./imatrix -m "$G" -f "$S" -c 65536 -o "$T/x.gguf"
+expect_err "imatrix bad damp" "gptq-damp" ./ppl -m "$G" -q 4 --gptq-damp -1 -f "$S"
+[ ! -e "$T/x.bin" ] && [ ! -e "$T/x.gguf" ] || { echo "FAIL: a failed run left an output file"; fail=$((fail+1)); }
 
 echo "$((n-fail))/$n passed"
 [ $fail -eq 0 ]

@@ -1,0 +1,269 @@
+/* engine/bitalloc.c: --target-bpw (engine/bitalloc.h). */
+#include "engine/bitalloc.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "loaders/loader.h"
+
+const enum qtype bitalloc_cand[BITALLOC_NCAND] = {QT_Q2_G64, QT_Q3_G64, QT_Q4_G64, QT_Q8_G64};
+
+static uint64_t total_bytes(const struct bitalloc_item *it, int n) {
+    uint64_t s = 0;
+    for (int i = 0; i < n; i++) s += it[i].bytes[it[i].choice];
+    return s;
+}
+
+static void choose(struct bitalloc_item *it, int n, double lambda) {
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        double bv = INFINITY;
+        for (int k = 0; k < BITALLOC_NCAND; k++) {
+            double v = it[i].damage[k] + lambda * (double)it[i].bytes[k];
+            if (v < bv) bv = v, best = k;
+        }
+        it[i].choice = best;
+    }
+}
+
+/* Exact up to the byte rounding: a knapsack DP over the budget in units of room / BITALLOC_UNITS
+ * (each matrix's bytes rounded up, so the result fits; at most n units of slack are lost, and the
+ * greedy pass after it spends them). false when out of memory. */
+#define BITALLOC_UNITS 100000
+static bool solve_dp(struct bitalloc_item *it, int n, uint64_t room) {
+    const double unit = (double)room / BITALLOC_UNITS;
+    if (!(unit > 0)) return false;
+    const int S = BITALLOC_UNITS;
+    double *best = malloc((size_t)(S + 1) * sizeof *best), *next = malloc((size_t)(S + 1) * sizeof *next);
+    uint8_t *pick = malloc((size_t)n * (size_t)(S + 1));
+    if (!best || !next || !pick) { free(best), free(next), free(pick); return false; }
+    for (int s = 0; s <= S; s++) best[s] = 0;   // best[s]: least damage of the items so far in <= s units
+    for (int i = 0; i < n; i++) {
+        int w[BITALLOC_NCAND];
+        for (int k = 0; k < BITALLOC_NCAND; k++) {
+            double u = ceil((double)it[i].bytes[k] / unit);
+            w[k] = u > S ? S + 1 : (int)u;
+        }
+        for (int s = 0; s <= S; s++) {
+            double v = INFINITY;
+            int pk = 0;
+            for (int k = 0; k < BITALLOC_NCAND; k++)
+                if (w[k] <= s && best[s - w[k]] + it[i].damage[k] < v) v = best[s - w[k]] + it[i].damage[k], pk = k;
+            next[s] = v;
+            pick[(size_t)i * (size_t)(S + 1) + (size_t)s] = (uint8_t)pk;
+        }
+        double *t = best; best = next; next = t;
+    }
+    bool ok = best[S] < INFINITY;
+    if (ok) {   // walk back from the full budget
+        int s = S;
+        for (int i = n - 1; i >= 0; i--) {
+            int k = pick[(size_t)i * (size_t)(S + 1) + (size_t)s];
+            it[i].choice = k;
+            s -= (int)ceil((double)it[i].bytes[k] / unit);
+        }
+    }
+    free(best), free(next), free(pick);
+    return ok;
+}
+
+bool bitalloc_solve(struct bitalloc_item *it, int n, uint64_t budget, uint64_t fixed) {
+    if (fixed > budget) return false;
+    const uint64_t room = budget - fixed;
+    for (int i = 0; i < n; i++) it[i].choice = 0;
+    if (total_bytes(it, n) > room) return false;
+    if (!solve_dp(it, n, room)) {   // the Lagrangian
+        for (int i = 0; i < n; i++) it[i].choice = 0;
+        // lambda: damage per byte. Large enough -> the smallest candidates, which fit.
+        double lo = 0, hi = 1;
+        choose(it, n, hi);
+        for (int k = 0; k < 200 && total_bytes(it, n) > room; k++) hi *= 4, choose(it, n, hi);
+        choose(it, n, lo);
+        if (total_bytes(it, n) > room) {
+            for (int k = 0; k < 100; k++) {
+                double mid = lo > 0 ? sqrt(lo * hi) : hi / 1e12;
+                if (lo == 0 && k > 0) mid = hi / 2;
+                choose(it, n, mid);
+                if (total_bytes(it, n) > room) lo = mid;
+                else hi = mid;
+                if (lo > 0 && hi / lo < 1 + 1e-9) break;
+            }
+            choose(it, n, hi);
+        }
+    }
+    // spend the rest: the upgrade with the largest damage drop per byte that still fits
+    for (;;) {
+        uint64_t used = total_bytes(it, n);
+        int bi = -1, bk = -1;
+        double best = 0;
+        for (int i = 0; i < n; i++) {
+            const int c = it[i].choice;
+            for (int k = c + 1; k < BITALLOC_NCAND; k++) {
+                uint64_t extra = it[i].bytes[k] - it[i].bytes[c];
+                double gain = it[i].damage[c] - it[i].damage[k];
+                if (used + extra <= room && gain > 0 && gain / (double)extra > best)
+                    best = gain / (double)extra, bi = i, bk = k;
+            }
+        }
+        if (bi < 0) break;
+        it[bi].choice = bk;
+    }
+    // exchanges: move one matrix to another width and a second one too, when the pair removes
+    // damage within the budget (the Lagrangian's integrality gap is large for few matrices)
+    for (int pass = 0; pass < 50; pass++) {
+        bool improved = false;
+        uint64_t used = total_bytes(it, n);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                if (j == i) continue;
+                const int ci = it[i].choice, cj = it[j].choice;
+                int bki = ci, bkj = cj;
+                double bgain = 0;
+                for (int ki = 0; ki < BITALLOC_NCAND; ki++)
+                    for (int kj = 0; kj < BITALLOC_NCAND; kj++) {
+                        int64_t delta = (int64_t)(it[i].bytes[ki] - it[i].bytes[ci]) + (int64_t)(it[j].bytes[kj] - it[j].bytes[cj]);
+                        if ((int64_t)used + delta > (int64_t)room) continue;
+                        double gain = it[i].damage[ci] - it[i].damage[ki] + it[j].damage[cj] - it[j].damage[kj];
+                        if (gain > bgain * (1 + 1e-12) + 1e-300) bgain = gain, bki = ki, bkj = kj;
+                    }
+                if (bgain > 0) {
+                    used = used - it[i].bytes[ci] - it[j].bytes[cj] + it[i].bytes[bki] + it[j].bytes[bkj];
+                    it[i].choice = bki, it[j].choice = bkj;
+                    improved = true;
+                }
+            }
+        if (!improved) break;
+    }
+    return true;
+}
+
+/* sum_rows v^T v weighted by the diagonal d (NULL: 1). */
+static double quad_diag(const float *V, int64_t n, int64_t rows, const float *d) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++) s += (double)(d ? d[i] : 1.0f) * V[r * n + i] * V[r * n + i];
+    return s;
+}
+
+static float *to_f32(const struct tensor_view *tv) {
+    const int64_t n = tv->ne[0], rows = tv->n_dims > 1 ? tv->ne[1] : 1;
+    float *f = malloc((size_t)n * (size_t)rows * sizeof *f);
+    if (!f) return NULL;
+    const size_t rb = qtype_row_bytes(tv->type, n);
+    for (int64_t r = 0; r < rows; r++)
+        qtype_traits[tv->type].dequantize_row(f + r * n, (const uint8_t *)tv->data + (size_t)r * rb, n);
+    return f;
+}
+
+/* Measures one matrix at every candidate width. */
+static int measure(const struct bitalloc_args *a, const struct tensor_view *tv, const char *calib_name,
+                   struct bitalloc_item *it, struct err *e) {
+    const int64_t n = tv->ne[0], rows = tv->ne[1];
+    const struct calib_entry *ce = calib_find(a->calib, calib_name);
+    if (ce && ce->n != n) return ERR(e, ERR_FORMAT, "%s: the imatrix has %lld inputs, the model %lld", tv->name, (long long)ce->n, (long long)n);
+    float *w = to_f32(tv), *h = NULL, *deq = malloc((size_t)n * (size_t)rows * sizeof *deq);
+    void *q = malloc(quantize_nbytes(QT_Q8_G64, n, rows));
+    int rc = ERR_OK;
+    if (!w || !deq || !q) { rc = ERR(e, ERR_OOM, "%s: out of memory", tv->name); goto out; }
+    if (ce && calib_xtx(a->calib, ce)) {
+        h = malloc((size_t)n * (size_t)n * sizeof *h);
+        if (!h) { rc = ERR(e, ERR_OOM, "%s: out of memory", tv->name); goto out; }
+        calib_hessian_full(a->calib, ce, h);
+    }
+    const float *diag = ce ? ce->x2 : NULL;
+    double signal;
+    if (h) {   // sum_rows w^T H w: the output error of an all-zero matrix
+        memset(deq, 0, (size_t)n * (size_t)rows * sizeof *deq);
+        signal = quant_output_error(QT_F32, deq, w, n, rows, h, a->n_threads);
+    } else {
+        signal = quad_diag(w, n, rows, diag);
+    }
+    if (!(signal > 0)) signal = 1;
+    for (int k = 0; k < BITALLOC_NCAND; k++) {
+        const enum qtype t = bitalloc_cand[k];
+        it->bytes[k] = quantize_nbytes(t, n, rows);
+        double err = 0;
+        if (a->gptq && h) {   // GPTQ accounts its own output error (damped H) as it goes
+            rc = gptq_quantize_matrix(t, q, w, n, rows, h, &a->gptq_opts, a->n_threads, &err, e);
+            if (rc) goto out;
+        } else {
+            rc = quantize_matrix_imp(t, a->method, q, w, n, rows, a->method == QM_OPT ? diag : NULL, a->n_threads, e);
+            if (rc) goto out;
+            if (h) {
+                err = quant_output_error(t, q, w, n, rows, h, a->n_threads);
+            } else {
+                dequantize_matrix(t, deq, q, n, rows);
+                for (int64_t i = 0; i < n * rows; i++) deq[i] = w[i] - deq[i];
+                err = quad_diag(deq, n, rows, diag);
+            }
+        }
+        it->damage[k] = err / signal;
+    }
+out:
+    free(w), free(h), free(deq), free(q);
+    return rc;
+}
+
+int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct err *e) {
+    const struct model_file *mf = a->mf;
+    struct bitalloc_item *items = calloc((size_t)mf->n_tensors + 1, sizeof *items);
+    if (!items) return ERR(e, ERR_OOM, "out of memory");
+    int n = 0, rc = ERR_OK;
+    uint64_t n_params = 0, fixed = 0;
+    for (int i = 0; i < mf->n_tensors; i++) {
+        const struct tensor_view *tv = &mf->tensors[i];
+        uint64_t cnt = 1;
+        for (int d = 0; d < tv->n_dims; d++) cnt *= (uint64_t)tv->ne[d];
+        const bool is_embd = strcmp(tv->name, "token_embd.weight") == 0;
+        const bool is_out = strcmp(tv->name, "output.weight") == 0;
+        if (is_out && a->tied_output) continue;   // a copy of the embedding: one tensor in our file
+        n_params += cnt;
+        // matrices the plan decides: layer matrices, the output head (the tied embedding is it)
+        const bool planned = tv->n_dims == 2 && !strstr(tv->name, "norm") && tv->ne[0] % 64 == 0 &&
+                             (strncmp(tv->name, "blk.", 4) == 0 || is_out || (is_embd && a->tied_output));
+        if (!planned) {
+            // untied embedding: planned as "token_embd" by the default type; norms f32
+            fixed += tv->n_dims == 1 || strstr(tv->name, "norm") ? cnt * 4 : quantize_nbytes(plan->default_type, tv->ne[0], tv->ne[1]);
+            continue;
+        }
+        struct bitalloc_item *it = &items[n];
+        snprintf(it->name, sizeof it->name, "%s", (is_embd || is_out) ? "output" : tv->name);
+        size_t ln = strlen(it->name);
+        if (ln > 7 && strcmp(it->name + ln - 7, ".weight") == 0) it->name[ln - 7] = 0;
+        if (!a->quiet) fprintf(stderr, "\r--target-bpw: measuring %3d %-28s", n + 1, it->name);
+        if ((rc = measure(a, tv, (is_embd || is_out) ? "output.weight" : tv->name, it, e))) goto out;
+        n++;
+    }
+    if (!a->quiet) fprintf(stderr, "\r%-70s\r", "");
+    const uint64_t budget = (uint64_t)(a->target_bpw * (double)n_params / 8.0);
+    if (!bitalloc_solve(items, n, budget, fixed)) {
+        uint64_t min = fixed;
+        for (int i = 0; i < n; i++) min += items[i].bytes[0];
+        rc = ERR(e, ERR_ARG, "--target-bpw %.3f is below the smallest file this model makes (%.3f bits/weight: every matrix q2_g64)",
+                 a->target_bpw, 8.0 * (double)min / (double)n_params);
+        goto out;
+    }
+    double dmg = 0;
+    int count[BITALLOC_NCAND] = {0};
+    uint64_t used = fixed;
+    for (int i = 0; i < n && !rc; i++) {
+        char rule[160];
+        snprintf(rule, sizeof rule, "%s=%s", items[i].name, qtype_traits[bitalloc_cand[items[i].choice]].name);
+        rc = quant_plan_add(plan, rule, e);
+        dmg += items[i].damage[items[i].choice];
+        count[items[i].choice]++;
+        used += items[i].bytes[items[i].choice];
+    }
+    if (!rc && !a->quiet) {
+        fprintf(stderr, "--target-bpw %.3f: %.3f bits/weight (%.2f MiB), %d matrices: q2 %d, q3 %d, q4 %d, q8 %d; summed relative output error %.4g\n",
+                a->target_bpw, 8.0 * (double)used / (double)n_params, used / 1048576.0, n, count[0], count[1], count[2], count[3], dmg);
+        fprintf(stderr, "plan (for --bits):");
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, "%s%s=%d", i ? "," : " ", items[i].name, qtype_traits[bitalloc_cand[items[i].choice]].bits);
+        fprintf(stderr, "\n");
+    }
+out:
+    free(items);
+    return rc;
+}

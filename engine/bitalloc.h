@@ -1,0 +1,52 @@
+/* engine/bitalloc.h: --target-bpw B, a per-tensor bit plan for a size budget. Every matrix is
+ * quantized at each candidate width (q2, q3, q4, q8_g64) with the method the load will use; its
+ * damage is measured as the relative output error of the matmul over the calibration inputs,
+ *   r(t, b) = sum_rows (w - q)^T H (w - q) / sum_rows w^T H w     (H = E[x x^T] from --imatrix;
+ *   with only E[x^2], the diagonal of H; without calibration, H = I),
+ * and the plan minimises the sum of r over all matrices subject to the file's size:
+ *   sum bytes <= B * n_params / 8   (n_params counts every tensor once, norms and a tied
+ *   embedding included; norms stay f32). Solved as a knapsack by dynamic programming over the
+ *   budget in 1e5 units (bytes rounded up; the Lagrangian, per tensor argmin r + lambda * bytes,
+ *   if that memory is not there), then a greedy pass that spends what is left on the best
+ *   damage-per-byte upgrades and pairwise exchanges. docs/QUANT_FORMATS.md "Bit allocation". Test: tests/test_quant_gptq.c */
+#ifndef ENGINE_BITALLOC_H
+#define ENGINE_BITALLOC_H
+
+#include "quant/calib.h"
+#include "quant/gptq.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+
+#define BITALLOC_NCAND 4
+
+/* One matrix's measured candidates (bytes and relative damage per width). */
+struct bitalloc_item {
+    char name[96];             // plan key: "blk.3.ffn_down" or "output"
+    uint64_t bytes[BITALLOC_NCAND];
+    double damage[BITALLOC_NCAND];
+    int choice;                // index into the candidates
+};
+extern const enum qtype bitalloc_cand[BITALLOC_NCAND];   // q2, q3, q4, q8_g64 (increasing size)
+
+/* The choice for each item minimising the summed damage with sum bytes <= budget - fixed_bytes.
+ * Returns false when even the smallest candidates do not fit. */
+bool bitalloc_solve(struct bitalloc_item *items, int n, uint64_t budget, uint64_t fixed_bytes);
+
+struct bitalloc_args {
+    const struct model_file *mf;
+    bool tied_output;
+    const struct calib *calib;  // may be empty
+    bool gptq;
+    struct gptq_opts gptq_opts;
+    enum quant_method method;
+    double target_bpw;
+    int n_threads;
+    bool quiet;
+};
+
+/* Measures every matrix of the model and adds the chosen plan's rules to *plan. Prints a
+ * summary (and the plan as --bits rules) on stderr unless quiet. ERR_ARG when the target is
+ * below the all-q2 size, ERR_OOM. */
+int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct err *e);
+
+#endif
