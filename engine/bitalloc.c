@@ -7,7 +7,7 @@
 
 #include "loaders/loader.h"
 
-const enum qtype bitalloc_cand[BITALLOC_NCAND] = {QT_Q2_G64, QT_Q3_G64, QT_Q4_G64, QT_Q8_G64};
+const enum qtype bitalloc_cand[BITALLOC_NCAND] = {QT_Q2_G64, QT_Q3_G64, QT_Q4_G64, QT_Q8_G64, QT_F16};
 
 static uint64_t total_bytes(const struct bitalloc_item *it, int n) {
     uint64_t s = 0;
@@ -163,7 +163,7 @@ static int measure(const struct bitalloc_args *a, const struct tensor_view *tv, 
     const struct calib_entry *ce = calib_find(a->calib, calib_name);
     if (ce && ce->n != n) return ERR(e, ERR_FORMAT, "%s: the imatrix has %lld inputs, the model %lld", tv->name, (long long)ce->n, (long long)n);
     float *w = to_f32(tv), *h = NULL, *deq = malloc((size_t)n * (size_t)rows * sizeof *deq);
-    void *q = malloc(quantize_nbytes(QT_Q8_G64, n, rows));
+    void *q = malloc(quantize_nbytes(QT_F16, n, rows));
     int rc = ERR_OK;
     if (!w || !deq || !q) { rc = ERR(e, ERR_OOM, "%s: out of memory", tv->name); goto out; }
     if (ce && calib_xtx(a->calib, ce)) {
@@ -184,7 +184,7 @@ static int measure(const struct bitalloc_args *a, const struct tensor_view *tv, 
         const enum qtype t = bitalloc_cand[k];
         it->bytes[k] = quantize_nbytes(t, n, rows);
         double err = 0;
-        if (a->gptq && h) {   // GPTQ accounts its own output error (damped H) as it goes
+        if (a->gptq && h && qtype_traits[t].native) {   // GPTQ accounts its own output error (damped H) as it goes
             rc = gptq_quantize_matrix(t, q, w, n, rows, h, &a->gptq_opts, a->n_threads, &err, e);
             if (rc) goto out;
         } else {
@@ -203,6 +203,40 @@ static int measure(const struct bitalloc_args *a, const struct tensor_view *tv, 
 out:
     free(w), free(h), free(deq), free(q);
     return rc;
+}
+
+/* The kind of a plan key: "blk.3.ffn_down" -> "ffn_down", "output" -> "output". */
+static const char *key_kind(const char *key) {
+    if (strncmp(key, "blk.", 4)) return key;
+    const char *d = strchr(key + 4, '.');
+    return d ? d + 1 : key;
+}
+
+/* Damage in predicted KL: per kind, the KL of the model with only that kind at q3 over the kind's
+ * summed relative output error at q3. */
+static int scale_by_kind(const struct bitalloc_args *a, struct bitalloc_item *it, int n, struct err *e) {
+    static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"};
+    const int q3 = 1;   // bitalloc_cand[1]
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        double rsum = 0;
+        int cnt = 0;
+        for (int i = 0; i < n; i++)
+            if (strcmp(key_kind(it[i].name), kinds[k]) == 0) rsum += it[i].damage[q3], cnt++;
+        if (!cnt) continue;
+        char spec[96];
+        snprintf(spec, sizeof spec, "default=32,%s=q3_g64", kinds[k]);
+        if (!a->quiet) fprintf(stderr, "\r--target-bpw: KL with %-12s at q3 ...", kinds[k]);
+        double kl = 0;
+        int rc = a->kl(a->kl_ctx, spec, &kl, e);
+        if (rc) return rc;
+        // a kind whose q3 KL is lost in the noise still gets a small positive weight
+        const double s = (kl > 1e-6 ? kl : 1e-6) / (rsum > 0 ? rsum : 1e-30);
+        if (!a->quiet) fprintf(stderr, "\r%-70s\r--target-bpw: %-12s at q3: KL %.5f nats/token (%d matrices)\n", "", kinds[k], kl, cnt);
+        for (int i = 0; i < n; i++)
+            if (strcmp(key_kind(it[i].name), kinds[k]) == 0)
+                for (int c = 0; c < BITALLOC_NCAND; c++) it[i].damage[c] *= s;
+    }
+    return ERR_OK;
 }
 
 int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct err *e) {
@@ -224,7 +258,9 @@ int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct
                              (strncmp(tv->name, "blk.", 4) == 0 || is_out || (is_embd && a->tied_output));
         if (!planned) {
             // untied embedding: planned as "token_embd" by the default type; norms f32
-            fixed += tv->n_dims == 1 || strstr(tv->name, "norm") ? cnt * 4 : quantize_nbytes(plan->default_type, tv->ne[0], tv->ne[1]);
+            // (a row length the plan's type does not divide falls back to f16, as the load does)
+            const enum qtype ft = quant_plan_type_ex(plan, tv->name, tv->n_dims, tv->ne[0], NULL);
+            fixed += ft == QT_F32 ? cnt * 4 : quantize_nbytes(ft, tv->ne[0], tv->ne[1]);
             continue;
         }
         struct bitalloc_item *it = &items[n];
@@ -236,6 +272,7 @@ int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct
         n++;
     }
     if (!a->quiet) fprintf(stderr, "\r%-70s\r", "");
+    if (a->kl && (rc = scale_by_kind(a, items, n, e))) goto out;
     const uint64_t budget = (uint64_t)(a->target_bpw * (double)n_params / 8.0);
     if (!bitalloc_solve(items, n, budget, fixed)) {
         uint64_t min = fixed;
@@ -256,8 +293,9 @@ int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct
         used += items[i].bytes[items[i].choice];
     }
     if (!rc && !a->quiet) {
-        fprintf(stderr, "--target-bpw %.3f: %.3f bits/weight (%.2f MiB), %d matrices: q2 %d, q3 %d, q4 %d, q8 %d; summed relative output error %.4g\n",
-                a->target_bpw, 8.0 * (double)used / (double)n_params, used / 1048576.0, n, count[0], count[1], count[2], count[3], dmg);
+        fprintf(stderr, "--target-bpw %.3f: %.3f bits/weight (%.2f MiB), %d matrices: q2 %d, q3 %d, q4 %d, q8 %d, f16 %d; predicted damage %.4g%s\n",
+                a->target_bpw, 8.0 * (double)used / (double)n_params, used / 1048576.0, n, count[0], count[1], count[2], count[3], count[4], dmg,
+                a->kl ? " nats/token (KL)" : " (summed relative output error)");
         fprintf(stderr, "plan (for --bits):");
         for (int i = 0; i < n; i++)
             fprintf(stderr, "%s%s=%d", i ? "," : " ", items[i].name, qtype_traits[bitalloc_cand[items[i].choice]].bits);

@@ -3,7 +3,10 @@
  * damage is measured as the relative output error of the matmul over the calibration inputs,
  *   r(t, b) = sum_rows (w - q)^T H (w - q) / sum_rows w^T H w     (H = E[x x^T] from --imatrix;
  *   with only E[x^2], the diagonal of H; without calibration, H = I),
- * and the plan minimises the sum of r over all matrices subject to the file's size:
+ * scaled per kind of matrix (attn_q .. ffn_down, output) by a measured sensitivity: the KL
+ * divergence on calibration text of the model with only that kind at q3, divided by the kind's
+ * summed r at q3 (so the damage is in predicted nats). The plan minimises the summed damage
+ * subject to the file's size:
  *   sum bytes <= B * n_params / 8   (n_params counts every tensor once, norms and a tied
  *   embedding included; norms stay f32). Solved as a knapsack by dynamic programming over the
  *   budget in 1e5 units (bytes rounded up; the Lagrangian, per tensor argmin r + lambda * bytes,
@@ -17,7 +20,7 @@
 #include "quant/plan.h"
 #include "quant/quantize.h"
 
-#define BITALLOC_NCAND 4
+#define BITALLOC_NCAND 5
 
 /* One matrix's measured candidates (bytes and relative damage per width). */
 struct bitalloc_item {
@@ -26,11 +29,15 @@ struct bitalloc_item {
     double damage[BITALLOC_NCAND];
     int choice;                // index into the candidates
 };
-extern const enum qtype bitalloc_cand[BITALLOC_NCAND];   // q2, q3, q4, q8_g64 (increasing size)
+extern const enum qtype bitalloc_cand[BITALLOC_NCAND];   // q2, q3, q4, q8_g64, f16 (increasing size)
 
 /* The choice for each item minimising the summed damage with sum bytes <= budget - fixed_bytes.
  * Returns false when even the smallest candidates do not fit. */
 bool bitalloc_solve(struct bitalloc_item *items, int n, uint64_t budget, uint64_t fixed_bytes);
+
+/* KL divergence (nats per token, calibration text) of the model quantized by the plan `spec`
+ * against the source; provided by the engine (a temporary engine per call). */
+typedef int (*bitalloc_kl_fn)(void *ctx, const char *spec, double *kl, struct err *e);
 
 struct bitalloc_args {
     const struct model_file *mf;
@@ -42,6 +49,8 @@ struct bitalloc_args {
     double target_bpw;
     int n_threads;
     bool quiet;
+    bitalloc_kl_fn kl;          // measures each kind's sensitivity (NULL: relative output error only)
+    void *kl_ctx;
 };
 
 /* Measures every matrix of the model and adds the chosen plan's rules to *plan. Prints a

@@ -1,6 +1,8 @@
 /* engine/engine.c: model loading (any file format -> weights on a backend, converted or quantized
  * as requested), the KV cache and activation buffers, tokenize and forward entry points.
  * Test: tests/test_model_*.c */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -243,6 +245,106 @@ static int prep_tensor(struct prep *p, struct tensor *t, const char *name, enum 
 
 static int load_weights_planned(struct engine *en, const struct engine_opts *o, struct prep *pp, struct err *e);
 
+// ------------------------------------------------------------------------------------------------
+// --target-bpw: KL divergence of a plan against the source on calibration text (bitalloc_kl_fn),
+// each plan on a temporary engine; the source's log-probs are computed once.
+
+#define KL_CHUNKS 4
+#define KL_CTX 512
+
+struct klctx {
+    const struct engine_opts *o;
+    int32_t tok[KL_CHUNKS * KL_CTX];
+    int n_chunks, vocab;
+    float *base;     // n_chunks x (KL_CTX / 2) scored positions x vocab: the source's log-probs
+    float *logits;   // KL_CTX x vocab
+};
+
+static void log_softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    const float l = (float)(mx + log(s));
+    for (int i = 0; i < n; i++) x[i] -= l;
+}
+
+static int kl_open(struct klctx *k, const char *spec, struct engine **en, struct err *e) {
+    struct engine_opts so = *k->o;
+    so.quant_bits = 0, so.target_bpw = 0, so.bits_plan = spec, so.quiet = true, so.n_ctx = KL_CTX;
+    so.n_seq = 1, so.calib_text = NULL;
+    if (!strcmp(spec, "default=32")) so.imatrix_path = NULL, so.quant_method = NULL;
+    return engine_load(en, &so, e);
+}
+
+static int kl_prepare(struct klctx *k, struct err *e) {
+    struct engine *en;
+    int rc = kl_open(k, "default=32", &en, e);
+    if (rc) return rc;
+    size_t len = 0;
+    char *text = NULL;
+    FILE *f = fopen(k->o->calib_text, "rb");
+    if (!f) { engine_free(en); return ERR(e, ERR_IO, "%s: %s", k->o->calib_text, strerror(errno)); }
+    text = malloc(1 << 16);
+    if (text) len = fread(text, 1, (1 << 16) - 1, f);
+    fclose(f);
+    if (!text) { engine_free(en); return ERR(e, ERR_OOM, "out of memory"); }
+    while (len > 0 && text[len - 1] != '\n') len--;   // whole lines: no UTF-8 sequence cut in two
+    text[len] = 0;
+    int32_t *all = malloc((len + 2) * sizeof *all);
+    int n = all ? engine_tokenize(en, text, false, false, all, (int)len + 1, e) : -1;
+    free(text);
+    if (n < 0) { free(all); engine_free(en); return all ? (int)e->code : ERR(e, ERR_OOM, "out of memory"); }
+    k->n_chunks = n / KL_CTX < KL_CHUNKS ? n / KL_CTX : KL_CHUNKS;
+    if (k->n_chunks < 1) {
+        free(all), engine_free(en);
+        return ERR(e, ERR_ARG, "%s: %d tokens, fewer than one chunk of %d for the KL measurements", k->o->calib_text, n, KL_CTX);
+    }
+    memcpy(k->tok, all, (size_t)k->n_chunks * KL_CTX * sizeof *all);
+    free(all);
+    k->vocab = en->cfg.vocab_size;
+    k->logits = malloc((size_t)KL_CTX * (size_t)k->vocab * sizeof(float));
+    k->base = malloc((size_t)k->n_chunks * (KL_CTX / 2) * (size_t)k->vocab * sizeof(float));
+    if (!k->logits || !k->base) { engine_free(en); return ERR(e, ERR_OOM, "out of memory for the KL base"); }
+    const struct vocab *vb = &en->mf.vocab;
+    for (int c = 0; c < k->n_chunks && !rc; c++) {
+        int32_t *t = k->tok + c * KL_CTX;
+        if (vb->add_bos && vb->bos >= 0) t[0] = vb->bos;
+        rc = engine_forward(en, t, KL_CTX, 0, k->logits, true, e);
+        for (int p = KL_CTX / 2; p < KL_CTX && !rc; p++) {
+            float *dst = k->base + ((size_t)c * (KL_CTX / 2) + (size_t)(p - KL_CTX / 2)) * (size_t)k->vocab;
+            memcpy(dst, k->logits + (size_t)p * k->vocab, (size_t)k->vocab * sizeof(float));
+            log_softmax(dst, k->vocab);
+        }
+    }
+    engine_free(en);
+    return rc;
+}
+
+static int kl_of_plan(void *ctx, const char *spec, double *kl, struct err *e) {
+    struct klctx *k = ctx;
+    int rc = k->base ? ERR_OK : kl_prepare(k, e);
+    if (rc) return rc;
+    struct engine *en;
+    if ((rc = kl_open(k, spec, &en, e))) return rc;
+    double sum = 0;
+    int64_t cnt = 0;
+    for (int c = 0; c < k->n_chunks && !rc; c++) {
+        rc = engine_forward(en, k->tok + c * KL_CTX, KL_CTX, 0, k->logits, true, e);
+        for (int p = KL_CTX / 2; p < KL_CTX && !rc; p++) {
+            float *q = k->logits + (size_t)p * k->vocab;
+            const float *b = k->base + ((size_t)c * (KL_CTX / 2) + (size_t)(p - KL_CTX / 2)) * (size_t)k->vocab;
+            log_softmax(q, k->vocab);
+            double s = 0;
+            for (int v = 0; v < k->vocab; v++) s += exp((double)b[v]) * ((double)b[v] - q[v]);
+            sum += s, cnt++;
+        }
+    }
+    engine_free(en);
+    *kl = cnt ? sum / (double)cnt : 0;
+    return rc;
+}
+
 static int load_weights(struct engine *en, const struct engine_opts *o, struct err *e) {
     struct prep p = {.en = en, .o = o};
     p.n_threads = o->n_threads > 0 ? o->n_threads : 0;
@@ -282,6 +384,8 @@ static int load_weights_planned(struct engine *en, const struct engine_opts *o, 
         return ERR(e, ERR_ARG, "--target-bpw chooses the per-tensor plan itself: drop --bits %s", spec);
     if (target != 0 && !(target >= 2 && target <= 16))
         return ERR(e, ERR_ARG, "target %g bits per weight out of range (2..16)", target);
+    if (target > 0 && !(o->calib_text && *o->calib_text))
+        return ERR(e, ERR_ARG, "--target-bpw needs --calib-text FILE: a calibration text (e.g. the one given to ./imatrix, make calib) on which each kind of matrix's KL divergence is measured");
     if (p.quantize) {
         int bits = o->quant_bits > 0 ? o->quant_bits : target > 0 ? 4 : 32;
         // Below 8 bits the output head (also the embedding when tied) defaults to 8 bits, as
@@ -301,10 +405,16 @@ static int load_weights_planned(struct engine *en, const struct engine_opts *o, 
             struct gptq_opts go = GPTQ_OPTS_DEFAULT;
             if (o->gptq_damp > 0) go.damp = o->gptq_damp;
             go.act_order = o->gptq_act_order;
+            struct klctx *kc = o->calib_text && *o->calib_text ? calloc(1, sizeof *kc) : NULL;
+            if (o->calib_text && *o->calib_text && !kc) return ERR(e, ERR_OOM, "out of memory");
+            if (kc) kc->o = o;
             struct bitalloc_args ba = {.mf = &en->mf, .tied_output = c->tied_output, .calib = &p.calib,
                                        .gptq = p.gptq, .gptq_opts = go, .method = p.method,
-                                       .target_bpw = target, .n_threads = p.n_threads, .quiet = o->quiet};
-            if (bitalloc_plan(&ba, &p.plan, e)) return e->code;
+                                       .target_bpw = target, .n_threads = p.n_threads, .quiet = o->quiet,
+                                       .kl = kc ? kl_of_plan : NULL, .kl_ctx = kc};
+            int brc = bitalloc_plan(&ba, &p.plan, e);
+            if (kc) free(kc->base), free(kc->logits), free(kc);
+            if (brc) return brc;
         }
     }
     p.total = 2 + 9 * c->n_layers + 1;

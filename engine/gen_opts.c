@@ -33,6 +33,7 @@ void run_opts_usage(FILE *f) {
         "      --method rtn|opt|gptq quantizer: round-to-nearest, optimized (default) or GPTQ (needs --imatrix)\n"
         "      --imatrix FILE        calibration statistics from ./imatrix for -q/--bits (opt: E[x^2] weights)\n"
         "      --gptq-damp F         GPTQ damping (default 0.01)   --act-order  GPTQ column order\n"
+        "      --calib-text FILE     text for --bits auto:B's KL measurements\n"
         "  -t, --threads N           CPU threads (default: all cores)\n"
         "  -c, --ctx-size N          context size = KV cache length (default: model's, at most 4096)\n"
         "  -ctk, --cache-type-k T    KV cache key type: f32 (default), f16, q8_0, q4_0\n"
@@ -118,6 +119,7 @@ int run_opts_parse(struct run_opts *r, const char *a, const char *v) {
         return 2;
     }
     if (IS("--imatrix")) ENG(str_arg(a, v, &r->o.imatrix_path));
+    if (IS("--calib-text")) ENG(str_arg(a, v, &r->o.calib_text));
     if (IS("--gptq-damp")) ENG(arg_float(a, v, 1e-6, 10, &r->o.gptq_damp));
     if (IS("--act-order")) { r->engine_changed = true; r->o.gptq_act_order = true; return 1; }
     if (IS("-t") || IS("--threads")) ENG(arg_int(a, v, 1, 1024, &r->o.n_threads));

@@ -23,7 +23,10 @@ static void usage(FILE *f) {
         "      --gptq-damp F     GPTQ damping, fraction of the mean Hessian diagonal (default 0.01)\n"
         "      --act-order       GPTQ: quantize columns in decreasing E[x^2] order\n"
         "      --target-bpw B    choose each matrix's width (q2/q3/q4/q8) for a file of B bits per weight\n"
-        "                        (all parameters counted), least measured output error (also --bits auto:B)\n"
+        "                        (all parameters counted), least predicted KL divergence (also --bits auto:B);\n"
+        "                        needs --calib-text, best with --imatrix (engine/bitalloc.h)\n"
+        "      --calib-text FILE text for --target-bpw's KL measurements (never the evaluation text;\n"
+        "                        make calib writes models/calib-arc-easy-test.txt)\n"
         "  -z, --tokenizer PATH  tokenizer.bin for llama2.c inputs\n"
         "  -t, --threads N       threads (default: all cores)\n"
         "  -h, --help\n");
@@ -54,6 +57,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--imatrix")) ok = (o.imatrix_path = v) != NULL, i++;
         else if (!strcmp(a, "--gptq-damp")) ok = arg_float(a, v, 1e-6, 10, &o.gptq_damp), i++;
         else if (!strcmp(a, "--act-order")) o.gptq_act_order = true;
+        else if (!strcmp(a, "--calib-text")) ok = (o.calib_text = v) != NULL, i++;
         else if (!strcmp(a, "--target-bpw")) {
             float b = 0;
             ok = arg_float(a, v, 2, 16, &b), i++;

@@ -23,6 +23,7 @@ struct eval_model_args {
     const char *imatrix;     // --imatrix FILE (calibration statistics for -q/--bits)
     float gptq_damp;         // --gptq-damp F
     bool act_order;          // --act-order
+    const char *calib_text;  // --calib-text FILE (--bits auto:B)
     int n_threads;           // -t N (0 = all cores)
     const char *device;      // --device cpu|cuda
     int n_gpu_layers;        // -ngl N

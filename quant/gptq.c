@@ -34,8 +34,33 @@ static bool cholesky_lower(double *a, int64_t n, double *col) {
     return true;
 }
 
+#ifdef HAVE_OPENBLAS
+// LAPACK from OpenBLAS (blocked, multithreaded): Cholesky and triangular inverse, column-major
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+extern void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info);
+
+static bool inverse_chol_upper_lapack(double *hd, int64_t n, float *u) {
+    // B = J hd J; column-major lower Cholesky B = L L^T, then L^-1 in place; U = J L^-1 J
+    for (int64_t i = 0; i < n * n / 2; i++) {
+        double t = hd[i];
+        hd[i] = hd[n * n - 1 - i], hd[n * n - 1 - i] = t;
+    }
+    const int ni = (int)n;
+    int info = 0;
+    dpotrf_("L", &ni, hd, &ni, &info);
+    if (info != 0) return false;
+    dtrtri_("L", "N", &ni, hd, &ni, &info);
+    if (info != 0) return false;
+    // Linv[i][j] (i >= j) is at hd[j * n + i]; U[a][b] = Linv[n-1-a][n-1-b] for b >= a
+    for (int64_t a = 0; a < n; a++)
+        for (int64_t b = 0; b < n; b++)
+            u[a * n + b] = b >= a ? (float)hd[(n - 1 - b) * n + (n - 1 - a)] : 0.0f;
+    return true;
+}
+#endif
+
 /* U (upper, row-major n x n, float) with U^T U = hd^-1; hd (double, n x n symmetric) is destroyed. */
-static bool inverse_chol_upper(double *hd, int64_t n, float *u) {
+static bool inverse_chol_upper_own(double *hd, int64_t n, float *u) {
     // B = J hd J, in place: element (i, j) <-> (n-1-i, n-1-j) is a 180-degree rotation
     for (int64_t i = 0; i < n * n / 2; i++) {
         double t = hd[i];
@@ -101,71 +126,98 @@ static void group_params(enum qtype t, const float *x, const float *w, float *d,
     *d = f16_to_f32(*dh), *m = t == QT_Q8_G64 ? 0.0f : f16_to_f32(*mh);
 }
 
+/* Rows go in tiles of RT: each row of U is loaded once per tile and used for every row of it, so
+ * U (n^2 floats, 127 MB for n = 5632) is streamed rows/RT times instead of rows times. Each row's
+ * arithmetic is the same as alone, so the codes do not depend on the tiling or the thread count. */
+#define RT 16
+
 static void *gjob_run(void *arg) {
     struct gjob *j = arg;
     const enum qtype t = j->t;
-    const int64_t n = j->n, ng = n / G;
+    const int64_t n = j->n, ng = n / G, bl = j->block;
     const bool sym = t == QT_Q8_G64;
     const float lo = sym ? -127.0f : 0.0f, hi = sym ? 127.0f : (float)((1 << qtype_traits[t].bits) - 1);
     const size_t rb = qtype_row_bytes(t, n), bb = qtype_traits[t].block_bytes;
-    float *w = malloc((size_t)n * sizeof *w), *err = malloc((size_t)j->block * sizeof *err);
-    float *gd = malloc((size_t)ng * sizeof *gd), *gm = malloc((size_t)ng * sizeof *gm);
-    f16_t *gdh = malloc((size_t)ng * sizeof *gdh), *gmh = malloc((size_t)ng * sizeof *gmh);
-    uint8_t *codes = malloc((size_t)n);
-    float *tmp = malloc(G * sizeof *tmp);
-    if (!w || !err || !gd || !gm || !gdh || !gmh || !codes || !tmp) { j->fail = ERR_OOM; goto out; }
-    for (int64_t r = j->r0; r < j->r1; r++) {
-        const float *src = j->W + r * n;
-        if (j->perm) {
-            // static groups: parameters from the original weights, then the permuted work order
-            for (int64_t g = 0; g < ng; g++)
-                group_params(t, src + g * G, j->hdiag + g * G, &gd[g], &gm[g], &gdh[g], &gmh[g]);
-            for (int64_t k = 0; k < n; k++) w[k] = src[j->perm[k]];
-        } else {
-            memcpy(w, src, (size_t)n * sizeof *w);
+    float *w = malloc((size_t)RT * (size_t)n * sizeof *w), *err = malloc((size_t)RT * (size_t)bl * sizeof *err);
+    float *gd = malloc((size_t)RT * (size_t)ng * sizeof *gd), *gm = malloc((size_t)RT * (size_t)ng * sizeof *gm);
+    f16_t *gdh = malloc((size_t)RT * (size_t)ng * sizeof *gdh), *gmh = malloc((size_t)RT * (size_t)ng * sizeof *gmh);
+    uint8_t *codes = malloc((size_t)RT * (size_t)n);
+    if (!w || !err || !gd || !gm || !gdh || !gmh || !codes) { j->fail = ERR_OOM; goto out; }
+    for (int64_t r0 = j->r0; r0 < j->r1; r0 += RT) {
+        const int nr = (int)(j->r1 - r0 < RT ? j->r1 - r0 : RT);
+        for (int k = 0; k < nr; k++) {
+            const float *src = j->W + (r0 + k) * n;
+            float *wk = w + (size_t)k * n;
+            if (j->perm) {
+                // static groups: parameters from the original weights, then the permuted work order
+                for (int64_t g = 0; g < ng; g++)
+                    group_params(t, src + g * G, j->hdiag + g * G, &gd[k * ng + g], &gm[k * ng + g],
+                                 &gdh[k * ng + g], &gmh[k * ng + g]);
+                for (int64_t c = 0; c < n; c++) wk[c] = src[j->perm[c]];
+            } else {
+                memcpy(wk, src, (size_t)n * sizeof *wk);
+            }
         }
-        for (int64_t b0 = 0; b0 < n; b0 += j->block) {
-            const int64_t b1 = b0 + j->block < n ? b0 + j->block : n;
+        for (int64_t b0 = 0; b0 < n; b0 += bl) {
+            const int64_t b1 = b0 + bl < n ? b0 + bl : n;
             for (int64_t i = b0; i < b1; i++) {
                 const int64_t oc = j->perm ? j->perm[i] : i;   // original column
                 const int64_t g = oc / G;
-                if (!j->perm && i % G == 0)   // group starts: parameters from the updated weights
-                    group_params(t, w + i, j->hdiag + i, &gd[g], &gm[g], &gdh[g], &gmh[g]);
-                const float d = gd[g], m = gm[g];
-                float q = 0;
-                if (d > 0) {
-                    q = rintf((w[i] - m) / d);
-                    q = q < lo ? lo : q > hi ? hi : q;
-                }
-                const float deq = sym ? d * q : d * q + m;   // as the _ref dequantizers compute it
-                codes[oc] = (uint8_t)((int)q + (sym ? 128 : 0));
                 const float *restrict ui = j->U + i * n;
-                const float e = (w[i] - deq) / ui[i];
-                err[i - b0] = e;
-                j->loss += (double)e * e;
-                for (int64_t c = i + 1; c < b1; c++) w[c] -= e * ui[c];
+                for (int k = 0; k < nr; k++) {
+                    float *restrict wk = w + (size_t)k * n;
+                    float *gdk = gd + k * ng, *gmk = gm + k * ng;
+                    if (!j->perm && i % G == 0)   // group starts: parameters from the updated weights
+                        group_params(t, wk + i, j->hdiag + i, &gdk[g], &gmk[g], &gdh[k * ng + g], &gmh[k * ng + g]);
+                    const float d = gdk[g], m = gmk[g];
+                    float q = 0;
+                    if (d > 0) {
+                        q = rintf((wk[i] - m) / d);
+                        q = q < lo ? lo : q > hi ? hi : q;
+                    }
+                    const float deq = sym ? d * q : d * q + m;   // as the _ref dequantizers compute it
+                    codes[(size_t)k * n + oc] = (uint8_t)((int)q + (sym ? 128 : 0));
+                    const float e = (wk[i] - deq) / ui[i];
+                    err[(size_t)k * bl + (i - b0)] = e;
+                    j->loss += (double)e * e;
+                    for (int64_t c = i + 1; c < b1; c++) wk[c] -= e * ui[c];
+                }
             }
             for (int64_t i = b0; i < b1; i++) {
-                const float e = err[i - b0];
                 const float *restrict ui = j->U + i * n;
-                for (int64_t c = b1; c < n; c++) w[c] -= e * ui[c];
+                for (int k = 0; k < nr; k++) {
+                    const float e = err[(size_t)k * bl + (i - b0)];
+                    float *restrict wk = w + (size_t)k * n;
+                    for (int64_t c = b1; c < n; c++) wk[c] -= e * ui[c];
+                }
             }
         }
-        char *row = j->dst + (size_t)r * rb;
-        for (int64_t g = 0; g < ng; g++) {
-            void *blk = row + (size_t)g * bb;
-            if (sym) {
-                struct blk_q8_g64 *b = blk;
-                b->d = gdh[g];
-                for (int i = 0; i < G; i++) b->qs[i] = (int8_t)((int)codes[g * G + i] - 128);
-            } else {
-                quant_pack_group(t, blk, gdh[g], gmh[g], codes + g * G);
+        for (int k = 0; k < nr; k++) {
+            char *row = j->dst + (size_t)(r0 + k) * rb;
+            for (int64_t g = 0; g < ng; g++) {
+                void *blk = row + (size_t)g * bb;
+                if (sym) {
+                    struct blk_q8_g64 *b = blk;
+                    b->d = gdh[k * ng + g];
+                    for (int i = 0; i < G; i++) b->qs[i] = (int8_t)((int)codes[(size_t)k * n + g * G + i] - 128);
+                } else {
+                    quant_pack_group(t, blk, gdh[k * ng + g], gmh[k * ng + g], codes + (size_t)k * n + g * G);
+                }
             }
         }
     }
 out:
-    free(w), free(err), free(gd), free(gm), free(gdh), free(gmh), free(codes), free(tmp);
+    free(w), free(err), free(gd), free(gm), free(gdh), free(gmh), free(codes);
     return NULL;
+}
+
+bool gptq_inverse_chol_upper(double *a, int64_t n, float *u, int impl) {
+#ifdef HAVE_OPENBLAS
+    if (impl != 0) return inverse_chol_upper_lapack(a, n, u);
+#else
+    if (impl != 0) return false;
+#endif
+    return inverse_chol_upper_own(a, n, u);
 }
 
 static int cmp_desc(const void *a, const void *b, void *ctx) {
@@ -218,7 +270,12 @@ int gptq_quantize_matrix(enum qtype t, void *dst, const float *W, int64_t n, int
         // it cannot cause; keep it at least at the damping so U stays bounded
         if (hd[i * n + i] <= 0) hd[i * n + i] = mean > 0 ? mean * 1e-2 : 1.0;
     }
-    if (!inverse_chol_upper(hd, n, u)) {
+#ifdef HAVE_OPENBLAS
+    const int impl = 1;
+#else
+    const int impl = 0;
+#endif
+    if (!gptq_inverse_chol_upper(hd, n, u, impl)) {
         rc = ERR(e, ERR_FORMAT, "Hessian not positive definite after damping %g (raise --gptq-damp)", op.damp);
         goto done;
     }

@@ -34,4 +34,10 @@ int gptq_quantize_matrix(enum qtype t, void *dst, const float *W, int64_t n, int
 double quant_output_error(enum qtype t, const void *q, const float *W, int64_t n, int64_t rows,
                           const float *H, int n_threads);
 
+/* U (upper triangular, n x n row-major) with U^T U = A^-1, for A symmetric positive definite
+ * (n x n, double; destroyed). impl 0: the own C code; 1: LAPACK's dpotrf/dtrtri from OpenBLAS
+ * (blocked, multithreaded), false when built without it. false if A is not positive definite.
+ * gptq_quantize_matrix uses LAPACK when it is there. Exposed for tests. */
+bool gptq_inverse_chol_upper(double *a, int64_t n, float *u, int impl);
+
 #endif

@@ -151,8 +151,10 @@ expect_ok "imatrix" ./imatrix -m "$G" -f "$S" -c 128 --chunks 4 -o "$T/im.gguf" 
 expect_ok "imatrix --no-hessian" ./imatrix -m "$G" -f "$S" -c 128 --chunks 4 -o "$T/im-diag.gguf" --quiet --no-hessian
 expect_ok "quantize gptq" ./quantize -m "$G" -q 3 --imatrix "$T/im.gguf" --method gptq --act-order -o "$T/g.bin"
 expect_ok "infer from the gptq file" ./infer -m "$T/g.bin" -n 8 -s 1
-expect_ok "quantize --target-bpw" ./quantize -m "$G" --target-bpw 5 --imatrix "$T/im.gguf" --method gptq -o "$T/t.bin"
-expect_ok "ppl --bits auto:B" ./ppl -m "$G" --bits auto:4.5 --imatrix "$T/im-diag.gguf" -f "$S" --chunks 1 -c 64 --quiet
+CAL=models/calib-arc-easy-test.txt   # make models writes it
+expect_ok "quantize --target-bpw" ./quantize -m "$G" --target-bpw 6 --imatrix "$T/im.gguf" --method gptq --calib-text "$CAL" -o "$T/t.bin"
+expect_ok "ppl --bits auto:B" ./ppl -m "$G" --bits auto:6.5 --imatrix "$T/im-diag.gguf" --calib-text "$CAL" -f "$S" --chunks 1 -c 64 --quiet
+expect_err "target without a calibration text" "needs --calib-text" ./quantize -m "$G" --target-bpw 5 -o "$T/x.bin"
 expect_err "gptq without imatrix" "needs --imatrix" ./quantize -m "$G" -q 4 --method gptq -o "$T/x.bin"
 expect_err "imatrix without -q" "applies when quantizing" ./ppl -m "$G" --imatrix "$T/im.gguf" -f "$S" --chunks 1
 expect_err "gptq with a diagonal-only imatrix" "no Gram matrix" ./quantize -m "$G" -q 4 --imatrix "$T/im-diag.gguf" --method gptq -o "$T/x.bin"
@@ -160,7 +162,7 @@ expect_err "gptq with a diagonal-only imatrix" "no Gram matrix" ./quantize -m "$
 printf '\x01\0\0\0\x13\0\0\0blk.0.attn_q.weight\x01\0\0\0\x03\0\0\0\0\0\x80\x3f\0\0\x80\x3f\0\0\x80\x3f' > "$T/other.dat"
 expect_err "imatrix of another model" "3 inputs for it, the model 64" ./quantize -m "$G" -q 4 --imatrix "$T/other.dat" -o "$T/x.bin"
 expect_err "imatrix file is not one" "not an imatrix|entry count" ./quantize -m "$G" -q 4 --imatrix "$S" -o "$T/x.bin"
-expect_err "target below the q2 size" "below the smallest" ./quantize -m "$G" --target-bpw 2 -o "$T/x.bin"
+expect_err "target below the q2 size" "below the smallest" ./quantize -m "$G" --target-bpw 2 --calib-text "$CAL" -o "$T/x.bin"
 expect_err "bad auto: plan" "auto:B" ./ppl -m "$G" --bits auto:x -f "$S"
 expect_err "imatrix text shorter than a chunk" "fewer than one chunk" ./imatrix -m "$G" -f "$S" -c 65536 -o "$T/x.gguf"
 expect_err "imatrix bad damp" "gptq-damp" ./ppl -m "$G" -q 4 --gptq-damp -1 -f "$S"

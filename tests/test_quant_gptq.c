@@ -106,6 +106,52 @@ static void test_gptq(struct rng *g) {
     free(Z), free(W), free(H), free(I), free(imp);
 }
 
+/* Both factorizations: U^T U A = I, and the LAPACK one (when built with OpenBLAS) equal to ours. */
+static void test_inverse(struct rng *g) {
+    const int64_t ns[] = {1, 3, 64, 100};
+    for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+        const int64_t n = ns[t];
+        double *m = malloc(sizeof(double) * (size_t)(n * n)), *a = malloc(sizeof(double) * (size_t)(n * n));
+        double *b = malloc(sizeof(double) * (size_t)(n * n));
+        float *u0 = malloc(sizeof(float) * (size_t)(n * n)), *u1 = malloc(sizeof(float) * (size_t)(n * n));
+        for (int64_t i = 0; i < n * n; i++) m[i] = rng_normal(g);
+        for (int64_t i = 0; i < n; i++)   // A = M M^T + n I
+            for (int64_t j = 0; j < n; j++) {
+                double s = i == j ? (double)n : 0;
+                for (int64_t k = 0; k < n; k++) s += m[i * n + k] * m[j * n + k];
+                a[i * n + j] = s;
+            }
+        memcpy(b, a, sizeof(double) * (size_t)(n * n));
+        CHECK(gptq_inverse_chol_upper(b, n, u0, 0), "n=%lld: own factorization failed", (long long)n);
+        double maxerr = 0;
+        for (int64_t i = 0; i < n; i++)   // (U^T U A)[i][j] = sum_k U[k][i] (U A)[k][j]
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int64_t k = 0; k < n; k++) {
+                    double ua = 0;
+                    for (int64_t l = 0; l < n; l++) ua += (double)u0[k * n + l] * a[l * n + j];
+                    s += (double)u0[k * n + i] * ua;
+                }
+                double d = fabs(s - (i == j ? 1.0 : 0.0));
+                maxerr = d > maxerr ? d : maxerr;
+                if (j < i) CHECK(u0[i * n + j] == 0, "U not upper triangular");
+            }
+        CHECK(maxerr < 1e-4, "n=%lld: |U^T U A - I| = %g", (long long)n, maxerr);
+        memcpy(b, a, sizeof(double) * (size_t)(n * n));
+        if (gptq_inverse_chol_upper(b, n, u1, 1)) {
+            double d = 0;
+            for (int64_t i = 0; i < n * n; i++) d = fmax(d, fabs((double)u1[i] - u0[i]) / (fabs(u0[i]) + 1e-3));
+            CHECK(d < 1e-4, "n=%lld: LAPACK and own U differ by %g", (long long)n, d);
+        }
+        // not positive definite
+        for (int64_t i = 0; i < n * n; i++) b[i] = -a[i];
+        CHECK(!gptq_inverse_chol_upper(b, n, u0, 0), "n=%lld: negative definite accepted", (long long)n);
+        for (int64_t i = 0; i < n * n; i++) b[i] = -a[i];
+        CHECK(!gptq_inverse_chol_upper(b, n, u1, 1), "n=%lld: negative definite accepted (LAPACK)", (long long)n);
+        free(m), free(a), free(b), free(u0), free(u1);
+    }
+}
+
 static void test_calib(void) {
     struct calib c = {0};
     struct err e = {0};
@@ -139,7 +185,7 @@ static void test_bitalloc(struct rng *g) {
             uint64_t size = 100 + rng_u64(g) % 900;
             double s = 0.1 + rng_uniform(g, 0, 1) * rng_uniform(g, 0, 10);   // sensitivity
             for (int k = 0; k < BITALLOC_NCAND; k++) {
-                static const double bits[BITALLOC_NCAND] = {2.5, 3.5, 4.5, 8.25};
+                static const double bits[BITALLOC_NCAND] = {2.5, 3.5, 4.5, 8.25, 16};
                 it[i].bytes[k] = (uint64_t)(size * bits[k]);
                 it[i].damage[k] = s * pow(4.0, -bits[k]) * (1 + 0.2 * rng_uniform(g, 0, 1));   // ~4^-bits
             }
@@ -151,15 +197,16 @@ static void test_bitalloc(struct rng *g) {
         double dmg = 0;
         for (int i = 0; i < N; i++) used += it[i].bytes[it[i].choice], dmg += it[i].damage[it[i].choice];
         CHECK(used <= budget, "over budget: %llu > %llu", (unsigned long long)used, (unsigned long long)budget);
-        // brute force over 4^6 plans, and the best uniform plan
+        // brute force over 5^6 plans, and the best uniform plan
         double best = INFINITY, uni = INFINITY;
-        for (int code = 0; code < 4096; code++) {
+        enum { C = BITALLOC_NCAND };
+        for (int code = 0; code < C * C * C * C * C * C; code++) {
             uint64_t b = fixed;
             double d = 0;
-            for (int i = 0, c = code; i < N; i++, c /= 4) b += it[i].bytes[c % 4], d += it[i].damage[c % 4];
+            for (int i = 0, c = code; i < N; i++, c /= C) b += it[i].bytes[c % C], d += it[i].damage[c % C];
             if (b <= budget && d < best) best = d;
             bool uniform = true;
-            for (int i = 1, c = code / 4; i < N; i++, c /= 4) uniform &= c % 4 == code % 4;
+            for (int i = 1, c = code / C; i < N; i++, c /= C) uniform &= c % C == code % C;
             if (uniform && b <= budget && d < uni) uni = d;
         }
         CHECK(dmg <= uni * (1 + 1e-12), "worse than the best uniform plan: %g > %g", dmg, uni);
@@ -180,6 +227,7 @@ int main(void) {
     struct rng g;
     rng_init(&g, 0);
     test_calib();
+    test_inverse(&g);
     test_gptq(&g);
     test_bitalloc(&g);
     return test_end();
