@@ -3,7 +3,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "loaders/loader.h"
 
@@ -212,31 +214,119 @@ static const char *key_kind(const char *key) {
     return d ? d + 1 : key;
 }
 
-/* Damage in predicted KL: per kind, the KL of the model with only that kind at q3 over the kind's
- * summed relative output error at q3. */
-static int scale_by_kind(const struct bitalloc_args *a, struct bitalloc_item *it, int n, struct err *e) {
-    static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"};
+static int measure_kl(const struct bitalloc_args *a, const char *spec, const char *what, double *kl, struct err *e) {
+    if (!a->quiet) fprintf(stderr, "\r--target-bpw: KL with %-24s", what);
+    int rc = a->kl(a->kl_ctx, spec, kl, e);
+    if (!rc && *kl < 1e-7) *kl = 1e-7;   // lost in the noise: still a small positive damage
+    return rc;
+}
+
+static int layer_of(const char *key) { return strncmp(key, "blk.", 4) ? -1 : atoi(key + 4); }
+
+/* Damage in predicted KL (nats per token of calibration text against the source):
+ *  - per kind (attn_q .. ffn_down), the KL with only that kind at q3 gives s_kind = KL / the
+ *    kind's summed r at q3, and the split of a layer's damage among its matrices;
+ *  - per layer, the KL with only that layer at q3 scales its matrices' s_kind * r so that they
+ *    sum to it at q3 (layers differ in how far their errors travel);
+ *  - the output head (one large matrix) is measured at every width.
+ * Everything else is linear in r between those points. */
+static int scale_measured(const struct bitalloc_args *a, struct bitalloc_item *it, int n, struct err *e) {
+    static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    enum { NK = sizeof kinds / sizeof *kinds };
     const int q3 = 1;   // bitalloc_cand[1]
-    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        double rsum = 0;
-        int cnt = 0;
+    double sk[NK] = {0};
+    char spec[128], what[64];
+    int rc = ERR_OK;
+    for (int k = 0; k < NK && !rc; k++) {
+        double rsum = 0, kl = 0;
         for (int i = 0; i < n; i++)
-            if (strcmp(key_kind(it[i].name), kinds[k]) == 0) rsum += it[i].damage[q3], cnt++;
-        if (!cnt) continue;
-        char spec[96];
+            if (strcmp(key_kind(it[i].name), kinds[k]) == 0) rsum += it[i].damage[q3];
+        if (!(rsum > 0)) continue;
         snprintf(spec, sizeof spec, "default=32,%s=q3_g64", kinds[k]);
-        if (!a->quiet) fprintf(stderr, "\r--target-bpw: KL with %-12s at q3 ...", kinds[k]);
-        double kl = 0;
-        int rc = a->kl(a->kl_ctx, spec, &kl, e);
-        if (rc) return rc;
-        // a kind whose q3 KL is lost in the noise still gets a small positive weight
-        const double s = (kl > 1e-6 ? kl : 1e-6) / (rsum > 0 ? rsum : 1e-30);
-        if (!a->quiet) fprintf(stderr, "\r%-70s\r--target-bpw: %-12s at q3: KL %.5f nats/token (%d matrices)\n", "", kinds[k], kl, cnt);
-        for (int i = 0; i < n; i++)
-            if (strcmp(key_kind(it[i].name), kinds[k]) == 0)
-                for (int c = 0; c < BITALLOC_NCAND; c++) it[i].damage[c] *= s;
+        snprintf(what, sizeof what, "every %s at q3", kinds[k]);
+        if (!(rc = measure_kl(a, spec, what, &kl, e))) sk[k] = kl / rsum;
     }
+    for (int i = 0; i < n && !rc; i++) {   // the head: measured at each quantized width
+        if (strcmp(it[i].name, "output")) continue;
+        for (int c = 0; c < BITALLOC_NCAND && !rc; c++) {
+            const enum qtype t = bitalloc_cand[c];
+            if (t == QT_F16) { it[i].damage[c] = 0; continue; }
+            snprintf(spec, sizeof spec, "default=32,output=%s", qtype_traits[t].name);
+            snprintf(what, sizeof what, "output at %s", qtype_traits[t].name);
+            rc = measure_kl(a, spec, what, &it[i].damage[c], e);
+        }
+    }
+    int max_layer = -1;
+    for (int i = 0; i < n; i++) max_layer = layer_of(it[i].name) > max_layer ? layer_of(it[i].name) : max_layer;
+    for (int l = 0; l <= max_layer && !rc; l++) {
+        double pred = 0, kl = 0;
+        for (int i = 0; i < n; i++) {
+            if (layer_of(it[i].name) != l) continue;
+            for (int k = 0; k < NK; k++)
+                if (strcmp(key_kind(it[i].name), kinds[k]) == 0) pred += sk[k] * it[i].damage[q3];
+        }
+        if (!(pred > 0)) continue;
+        snprintf(spec, sizeof spec, "default=32,blk.%d=q3_g64", l);
+        snprintf(what, sizeof what, "layer %d at q3", l);
+        if ((rc = measure_kl(a, spec, what, &kl, e))) break;
+        for (int i = 0; i < n; i++) {
+            if (layer_of(it[i].name) != l) continue;
+            for (int k = 0; k < NK; k++)
+                if (strcmp(key_kind(it[i].name), kinds[k]) == 0)
+                    for (int c = 0; c < BITALLOC_NCAND; c++) it[i].damage[c] *= sk[k] * kl / pred;
+        }
+        if (!a->quiet) fprintf(stderr, "\r%-70s\r--target-bpw: layer %2d at q3: KL %.5f nats/token\n", "", l, kl);
+    }
+    if (!a->quiet) fprintf(stderr, "\r%-70s\r", "");
+    return rc;
+}
+
+/* --alloc-table: the measured candidates as CSV (name, then bytes and damage per candidate), read
+ * back instead of measuring again when it matches the model (same names and bytes). */
+static int table_save(const char *path, const struct bitalloc_item *it, int n, struct err *e) {
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ERR(e, ERR_IO, "%s: %s", tmp, strerror(errno));
+    fprintf(f, "# --target-bpw measurements: damage in predicted KL nats/token (engine/bitalloc.h)\nname");
+    for (int c = 0; c < BITALLOC_NCAND; c++) fprintf(f, ",bytes_%s,damage_%s", qtype_traits[bitalloc_cand[c]].name, qtype_traits[bitalloc_cand[c]].name);
+    fprintf(f, "\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%s", it[i].name);
+        for (int c = 0; c < BITALLOC_NCAND; c++) fprintf(f, ",%llu,%.9g", (unsigned long long)it[i].bytes[c], it[i].damage[c]);
+        fprintf(f, "\n");
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) { unlink(tmp); return ERR(e, ERR_IO, "%s: cannot write", path); }
     return ERR_OK;
+}
+
+/* true if path holds a table for exactly these items (names, bytes), whose damages are taken. */
+static bool table_load(const char *path, struct bitalloc_item *it, int n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char line[1024];
+    int i = 0;
+    bool ok = true;
+    struct bitalloc_item tmp;
+    while (ok && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || strncmp(line, "name,", 5) == 0) continue;
+        char *p = strchr(line, ',');
+        if (!p || i >= n) { ok = false; break; }
+        *p++ = 0;
+        if (strcmp(line, it[i].name)) { ok = false; break; }
+        for (int c = 0; c < BITALLOC_NCAND && ok; c++) {
+            char *end;
+            unsigned long long b = strtoull(p, &end, 10);
+            if (*end != ',' || b != it[i].bytes[c]) { ok = false; break; }
+            tmp.damage[c] = strtod(end + 1, &p);
+            if (!(tmp.damage[c] >= 0) || (*p != ',' && *p != '\n' && *p != 0)) ok = false;
+            if (*p == ',') p++;
+        }
+        if (ok) memcpy(it[i].damage, tmp.damage, sizeof tmp.damage);
+        i++;
+    }
+    fclose(f);
+    return ok && i == n;
 }
 
 int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct err *e) {
@@ -267,12 +357,24 @@ int bitalloc_plan(const struct bitalloc_args *a, struct quant_plan *plan, struct
         snprintf(it->name, sizeof it->name, "%s", (is_embd || is_out) ? "output" : tv->name);
         size_t ln = strlen(it->name);
         if (ln > 7 && strcmp(it->name + ln - 7, ".weight") == 0) it->name[ln - 7] = 0;
-        if (!a->quiet) fprintf(stderr, "\r--target-bpw: measuring %3d %-28s", n + 1, it->name);
-        if ((rc = measure(a, tv, (is_embd || is_out) ? "output.weight" : tv->name, it, e))) goto out;
+        for (int c = 0; c < BITALLOC_NCAND; c++) it->bytes[c] = quantize_nbytes(bitalloc_cand[c], tv->ne[0], tv->ne[1]);
+        it->choice = (int)(tv - mf->tensors);   // the tensor, until measured
         n++;
     }
-    if (!a->quiet) fprintf(stderr, "\r%-70s\r", "");
-    if (a->kl && (rc = scale_by_kind(a, items, n, e))) goto out;
+    if (a->table && table_load(a->table, items, n)) {
+        if (!a->quiet) fprintf(stderr, "--target-bpw: measurements from %s\n", a->table);
+    } else {
+        for (int i = 0; i < n && !rc; i++) {
+            const struct tensor_view *tv = &mf->tensors[items[i].choice];
+            const bool head = !strcmp(items[i].name, "output");
+            if (!a->quiet) fprintf(stderr, "\r--target-bpw: measuring %3d/%d %-28s", i + 1, n, items[i].name);
+            rc = measure(a, tv, head ? "output.weight" : tv->name, &items[i], e);
+        }
+        if (!a->quiet) fprintf(stderr, "\r%-70s\r", "");
+        if (!rc && a->kl) rc = scale_measured(a, items, n, e);
+        if (!rc && a->table) rc = table_save(a->table, items, n, e);
+        if (rc) goto out;
+    }
     const uint64_t budget = (uint64_t)(a->target_bpw * (double)n_params / 8.0);
     if (!bitalloc_solve(items, n, budget, fixed)) {
         uint64_t min = fixed;

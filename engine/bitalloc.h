@@ -3,10 +3,10 @@
  * damage is measured as the relative output error of the matmul over the calibration inputs,
  *   r(t, b) = sum_rows (w - q)^T H (w - q) / sum_rows w^T H w     (H = E[x x^T] from --imatrix;
  *   with only E[x^2], the diagonal of H; without calibration, H = I),
- * scaled per kind of matrix (attn_q .. ffn_down, output) by a measured sensitivity: the KL
- * divergence on calibration text of the model with only that kind at q3, divided by the kind's
- * summed r at q3 (so the damage is in predicted nats). The plan minimises the summed damage
- * subject to the file's size:
+ * turned into predicted KL divergence on calibration text by measurements of the model with
+ * only one kind (attn_q .. ffn_down) at q3, only one layer at q3, and the output head at each
+ * width (engine/bitalloc.c scale_measured). The plan minimises the summed damage subject to the
+ * file's size:
  *   sum bytes <= B * n_params / 8   (n_params counts every tensor once, norms and a tied
  *   embedding included; norms stay f32). Solved as a knapsack by dynamic programming over the
  *   budget in 1e5 units (bytes rounded up; the Lagrangian, per tensor argmin r + lambda * bytes,
@@ -49,8 +49,9 @@ struct bitalloc_args {
     double target_bpw;
     int n_threads;
     bool quiet;
-    bitalloc_kl_fn kl;          // measures each kind's sensitivity (NULL: relative output error only)
+    bitalloc_kl_fn kl;          // measures kinds', layers' and the head's KL (NULL: relative output error only)
     void *kl_ctx;
+    const char *table;          // --alloc-table: measurements saved here, or read from it when they match
 };
 
 /* Measures every matrix of the model and adds the chosen plan's rules to *plan. Prints a

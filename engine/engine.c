@@ -249,7 +249,7 @@ static int load_weights_planned(struct engine *en, const struct engine_opts *o, 
 // --target-bpw: KL divergence of a plan against the source on calibration text (bitalloc_kl_fn),
 // each plan on a temporary engine; the source's log-probs are computed once.
 
-#define KL_CHUNKS 4
+#define KL_CHUNKS 2
 #define KL_CTX 512
 
 struct klctx {
@@ -272,7 +272,7 @@ static void log_softmax(float *x, int n) {
 static int kl_open(struct klctx *k, const char *spec, struct engine **en, struct err *e) {
     struct engine_opts so = *k->o;
     so.quant_bits = 0, so.target_bpw = 0, so.bits_plan = spec, so.quiet = true, so.n_ctx = KL_CTX;
-    so.n_seq = 1, so.calib_text = NULL;
+    so.n_seq = 1, so.calib_text = NULL, so.alloc_table = NULL;
     if (!strcmp(spec, "default=32")) so.imatrix_path = NULL, so.quant_method = NULL;
     return engine_load(en, &so, e);
 }
@@ -411,7 +411,7 @@ static int load_weights_planned(struct engine *en, const struct engine_opts *o, 
             struct bitalloc_args ba = {.mf = &en->mf, .tied_output = c->tied_output, .calib = &p.calib,
                                        .gptq = p.gptq, .gptq_opts = go, .method = p.method,
                                        .target_bpw = target, .n_threads = p.n_threads, .quiet = o->quiet,
-                                       .kl = kc ? kl_of_plan : NULL, .kl_ctx = kc};
+                                       .kl = kc ? kl_of_plan : NULL, .kl_ctx = kc, .table = o->alloc_table};
             int brc = bitalloc_plan(&ba, &p.plan, e);
             if (kc) free(kc->base), free(kc->logits), free(kc);
             if (brc) return brc;

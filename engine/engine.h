@@ -14,7 +14,8 @@ struct engine_opts {
     int quant_bits;              // 0 = keep the file's types; 8/4/3/2 = quantize at load
     const char *bits_plan;       // e.g. "default=4,blk.0-1=8,output=8", a plan file, or "auto:B" (= target_bpw B)
     double target_bpw;           // > 0: per-tensor widths chosen for B bits per weight (engine/bitalloc.h)
-    const char *calib_text;      // target_bpw: calibration text for the per-kind KL measurements
+    const char *calib_text;      // target_bpw: calibration text for the KL measurements
+    const char *alloc_table;     // target_bpw: save the measurements here / reuse them when they match
     const char *quant_method;    // "rtn", "opt" or "gptq" (NULL = "opt"); gptq needs imatrix_path
     const char *imatrix_path;    // calibration statistics (./imatrix, or llama-imatrix's GGUF/.dat):
                                  // opt weights each group's error by E[x^2]; gptq uses the Gram matrices

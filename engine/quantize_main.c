@@ -27,6 +27,8 @@ static void usage(FILE *f) {
         "                        needs --calib-text, best with --imatrix (engine/bitalloc.h)\n"
         "      --calib-text FILE text for --target-bpw's KL measurements (never the evaluation text;\n"
         "                        make calib writes models/calib-arc-easy-test.txt)\n"
+        "      --alloc-table F   --target-bpw: save the measurements (per matrix and width: bytes and\n"
+        "                        predicted KL) as CSV, or reuse them from F for another budget\n"
         "  -z, --tokenizer PATH  tokenizer.bin for llama2.c inputs\n"
         "  -t, --threads N       threads (default: all cores)\n"
         "  -h, --help\n");
@@ -58,6 +60,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--gptq-damp")) ok = arg_float(a, v, 1e-6, 10, &o.gptq_damp), i++;
         else if (!strcmp(a, "--act-order")) o.gptq_act_order = true;
         else if (!strcmp(a, "--calib-text")) ok = (o.calib_text = v) != NULL, i++;
+        else if (!strcmp(a, "--alloc-table")) ok = (o.alloc_table = v) != NULL, i++;
         else if (!strcmp(a, "--target-bpw")) {
             float b = 0;
             ok = arg_float(a, v, 2, 16, &b), i++;

@@ -23,6 +23,7 @@ const char eval_model_flags_help[] =
     "  --gptq-damp F      GPTQ damping, fraction of the mean Hessian diagonal (default 0.01)\n"
     "  --act-order        GPTQ: columns in decreasing E[x^2] order\n"
     "  --calib-text FILE  --bits auto:B (per-tensor widths for B bits/weight): KL measured on FILE\n"
+    "  --alloc-table F    --bits auto:B: keep (or reuse) the measurements in F\n"
     "  -t N               threads (default: all cores)\n"
     "  --device cpu|cuda  backend; -ngl N offloads to CUDA\n";
 
@@ -40,7 +41,7 @@ int eval_parse_model_flag(struct eval_model_args *a, int argc, char **argv, int 
     const char *f = argv[*i];
     static const char *const with_value[] = {"-m", "--model", "--tokenizer", "-q", "--bits",
                                              "--method", "-t", "--threads", "--device", "-ngl",
-                                             "--n-gpu-layers", "--imatrix", "--gptq-damp", "--calib-text"};
+                                             "--n-gpu-layers", "--imatrix", "--gptq-damp", "--calib-text", "--alloc-table"};
     if (strcmp(f, "--act-order") == 0) {
         a->act_order = true;
         (*i)++;
@@ -67,6 +68,7 @@ int eval_parse_model_flag(struct eval_model_args *a, int argc, char **argv, int 
         a->method = v;
     } else if (!strcmp(f, "--imatrix")) a->imatrix = v;
     else if (!strcmp(f, "--calib-text")) a->calib_text = v;
+    else if (!strcmp(f, "--alloc-table")) a->alloc_table = v;
     else if (!strcmp(f, "--gptq-damp")) {
         char *end = NULL;
         double d = strtod(v, &end);
@@ -99,6 +101,7 @@ struct engine *eval_load(const struct eval_model_args *a, int n_ctx, bool quiet)
         .gptq_damp = a->gptq_damp,
         .gptq_act_order = a->act_order,
         .calib_text = a->calib_text,
+        .alloc_table = a->alloc_table,
         .device = a->device,
         .n_gpu_layers = a->n_gpu_layers,
         .quiet = quiet,

@@ -24,6 +24,7 @@ struct eval_model_args {
     float gptq_damp;         // --gptq-damp F
     bool act_order;          // --act-order
     const char *calib_text;  // --calib-text FILE (--bits auto:B)
+    const char *alloc_table; // --alloc-table FILE (--bits auto:B)
     int n_threads;           // -t N (0 = all cores)
     const char *device;      // --device cpu|cuda
     int n_gpu_layers;        // -ngl N
