@@ -94,7 +94,7 @@ static int quantize_weights(struct prep *p, enum qtype want, void *dst, const fl
         calib_hessian_full(&p->calib, ce, h);
         struct gptq_opts go = GPTQ_OPTS_DEFAULT;
         if (p->o->gptq_damp > 0) go.damp = p->o->gptq_damp;
-        go.act_order = p->o->gptq_act_order;
+        go.act_order = !p->o->gptq_no_act_order;
         double loss = 0;
         int rc = gptq_quantize_matrix(want, dst, f, n, rows, h, &go, p->n_threads, &loss, e);
         free(h);
@@ -404,7 +404,7 @@ static int load_weights_planned(struct engine *en, const struct engine_opts *o, 
         if (target > 0) {
             struct gptq_opts go = GPTQ_OPTS_DEFAULT;
             if (o->gptq_damp > 0) go.damp = o->gptq_damp;
-            go.act_order = o->gptq_act_order;
+            go.act_order = !o->gptq_no_act_order;
             struct klctx *kc = o->calib_text && *o->calib_text ? calloc(1, sizeof *kc) : NULL;
             if (o->calib_text && *o->calib_text && !kc) return ERR(e, ERR_OOM, "out of memory");
             if (kc) kc->o = o;

@@ -19,8 +19,8 @@ struct engine_opts {
     const char *quant_method;    // "rtn", "opt" or "gptq" (NULL = "opt"); gptq needs imatrix_path
     const char *imatrix_path;    // calibration statistics (./imatrix, or llama-imatrix's GGUF/.dat):
                                  // opt weights each group's error by E[x^2]; gptq uses the Gram matrices
-    float gptq_damp;             // GPTQ damping, fraction of mean(diag H) (0 = the default 0.01)
-    bool gptq_act_order;         // GPTQ columns in decreasing E[x^2] order (static groups)
+    float gptq_damp;             // GPTQ damping, fraction of mean(diag H) (0 = the default 0.1)
+    bool gptq_no_act_order;      // GPTQ columns in their own order (default: decreasing E[x^2], static groups)
     const char *device;          // "cpu" (default) or "cuda"
     int n_gpu_layers;            // -ngl: > 0 selects cuda
     enum qtype cache_type_k;     // -ctk: KV cache key type: QT_F32 (0, default), QT_F16, QT_GGML_Q8_0, QT_GGML_Q4_0

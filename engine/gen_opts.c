@@ -32,7 +32,7 @@ void run_opts_usage(FILE *f) {
         "      --bits PLAN           mixed precision plan, e.g. \"default=4,blk.0-1=8,output=8\"\n"
         "      --method rtn|opt|gptq quantizer: round-to-nearest, optimized (default) or GPTQ (needs --imatrix)\n"
         "      --imatrix FILE        calibration statistics from ./imatrix for -q/--bits (opt: E[x^2] weights)\n"
-        "      --gptq-damp F         GPTQ damping (default 0.01)   --act-order  GPTQ column order\n"
+        "      --gptq-damp F         GPTQ damping (default 0.1)   --no-act-order  GPTQ columns in file order\n"
         "      --calib-text FILE     text for --bits auto:B's KL measurements\n"
         "  -t, --threads N           CPU threads (default: all cores)\n"
         "  -c, --ctx-size N          context size = KV cache length (default: model's, at most 4096)\n"
@@ -121,7 +121,7 @@ int run_opts_parse(struct run_opts *r, const char *a, const char *v) {
     if (IS("--imatrix")) ENG(str_arg(a, v, &r->o.imatrix_path));
     if (IS("--calib-text")) ENG(str_arg(a, v, &r->o.calib_text));
     if (IS("--gptq-damp")) ENG(arg_float(a, v, 1e-6, 10, &r->o.gptq_damp));
-    if (IS("--act-order")) { r->engine_changed = true; r->o.gptq_act_order = true; return 1; }
+    if (IS("--act-order") || IS("--no-act-order")) { r->engine_changed = true; r->o.gptq_no_act_order = a[2] == 'n'; return 1; }
     if (IS("-t") || IS("--threads")) ENG(arg_int(a, v, 1, 1024, &r->o.n_threads));
     if (IS("-c") || IS("--ctx-size")) ENG(arg_int(a, v, 1, 1 << 20, &r->o.n_ctx));
     if (IS("-ctk") || IS("--cache-type-k")) ENG(cache_type(a, v, &r->o.cache_type_k));

@@ -20,8 +20,8 @@ static void usage(FILE *f) {
         "      --method M        rtn (round-to-nearest), opt (optimized, default) or gptq (needs --imatrix)\n"
         "      --imatrix FILE    calibration statistics from ./imatrix (or llama-imatrix's GGUF/.dat):\n"
         "                        opt weights each error by E[x^2]; gptq uses the Gram matrices\n"
-        "      --gptq-damp F     GPTQ damping, fraction of the mean Hessian diagonal (default 0.01)\n"
-        "      --act-order       GPTQ: quantize columns in decreasing E[x^2] order\n"
+        "      --gptq-damp F     GPTQ damping, fraction of the mean Hessian diagonal (default 0.1)\n"
+        "      --no-act-order    GPTQ: columns in file order (default: decreasing E[x^2], --act-order)\n"
         "      --target-bpw B    choose each matrix's width (q2/q3/q4/q8) for a file of B bits per weight\n"
         "                        (all parameters counted), least predicted KL divergence (also --bits auto:B);\n"
         "                        needs --calib-text, best with --imatrix (engine/bitalloc.h)\n"
@@ -58,7 +58,8 @@ int main(int argc, char **argv) {
             if (!v || (strcmp(v, "rtn") && strcmp(v, "opt") && strcmp(v, "gptq"))) { fprintf(stderr, "error: --method expects rtn, opt or gptq\n"); return 1; }
         } else if (!strcmp(a, "--imatrix")) ok = (o.imatrix_path = v) != NULL, i++;
         else if (!strcmp(a, "--gptq-damp")) ok = arg_float(a, v, 1e-6, 10, &o.gptq_damp), i++;
-        else if (!strcmp(a, "--act-order")) o.gptq_act_order = true;
+        else if (!strcmp(a, "--act-order")) o.gptq_no_act_order = false;
+        else if (!strcmp(a, "--no-act-order")) o.gptq_no_act_order = true;
         else if (!strcmp(a, "--calib-text")) ok = (o.calib_text = v) != NULL, i++;
         else if (!strcmp(a, "--alloc-table")) ok = (o.alloc_table = v) != NULL, i++;
         else if (!strcmp(a, "--target-bpw")) {

@@ -20,8 +20,8 @@ const char eval_model_flags_help[] =
     "  --method M         quantizer for -q/--bits: rtn, opt (default) or gptq (needs --imatrix)\n"
     "  --imatrix FILE     calibration statistics from ./imatrix (or llama-imatrix): opt weights the\n"
     "                     error by E[x^2], gptq uses the Gram matrices\n"
-    "  --gptq-damp F      GPTQ damping, fraction of the mean Hessian diagonal (default 0.01)\n"
-    "  --act-order        GPTQ: columns in decreasing E[x^2] order\n"
+    "  --gptq-damp F      GPTQ damping, fraction of the mean Hessian diagonal (default 0.1)\n"
+    "  --no-act-order     GPTQ: columns in file order (default: decreasing E[x^2])\n"
     "  --calib-text FILE  --bits auto:B (per-tensor widths for B bits/weight): KL measured on FILE\n"
     "  --alloc-table F    --bits auto:B: keep (or reuse) the measurements in F\n"
     "  -t N               threads (default: all cores)\n"
@@ -42,8 +42,8 @@ int eval_parse_model_flag(struct eval_model_args *a, int argc, char **argv, int 
     static const char *const with_value[] = {"-m", "--model", "--tokenizer", "-q", "--bits",
                                              "--method", "-t", "--threads", "--device", "-ngl",
                                              "--n-gpu-layers", "--imatrix", "--gptq-damp", "--calib-text", "--alloc-table"};
-    if (strcmp(f, "--act-order") == 0) {
-        a->act_order = true;
+    if (strcmp(f, "--act-order") == 0 || strcmp(f, "--no-act-order") == 0) {
+        a->no_act_order = f[2] == 'n';
         (*i)++;
         return 1;
     }
@@ -99,7 +99,7 @@ struct engine *eval_load(const struct eval_model_args *a, int n_ctx, bool quiet)
         .quant_method = a->method,
         .imatrix_path = a->imatrix,
         .gptq_damp = a->gptq_damp,
-        .gptq_act_order = a->act_order,
+        .gptq_no_act_order = a->no_act_order,
         .calib_text = a->calib_text,
         .alloc_table = a->alloc_table,
         .device = a->device,

@@ -22,7 +22,7 @@ struct eval_model_args {
     const char *method;      // --method rtn|opt|gptq
     const char *imatrix;     // --imatrix FILE (calibration statistics for -q/--bits)
     float gptq_damp;         // --gptq-damp F
-    bool act_order;          // --act-order
+    bool no_act_order;       // --no-act-order
     const char *calib_text;  // --calib-text FILE (--bits auto:B)
     const char *alloc_table; // --alloc-table FILE (--bits auto:B)
     int n_threads;           // -t N (0 = all cores)

@@ -2,7 +2,7 @@
 # tests/test_quant_calib.sh: calibration pays on a real model. stories260K, calibrated on the
 # ARC-Easy test text (eval/make_calib.py; never the evaluation text), evaluated on the TinyStories
 # excerpt (--protocol stories): at q3 and q2, importance-weighted OPT and GPTQ must beat plain OPT.
-# Measured: q3 4.55 -> 4.40 (gptq), q2 32.4 -> 25.6 (gptq), 30.7 (opt + imatrix, q2 only).
+# Measured (f32 source 3.1127): q3 4.55 -> 4.23 (gptq), q2 32.4 -> 21.9 (gptq), 31.2 (opt + imatrix).
 set -u
 D=${TEST_DATA:-../shared/data}
 G=$D/models/stories260K/stories260K.gguf
