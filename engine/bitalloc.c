@@ -224,28 +224,32 @@ static int measure_kl(const struct bitalloc_args *a, const char *spec, const cha
 static int layer_of(const char *key) { return strncmp(key, "blk.", 4) ? -1 : atoi(key + 4); }
 
 /* Damage in predicted KL (nats per token of calibration text against the source):
- *  - per kind (attn_q .. ffn_down), the KL with only that kind at q3 gives s_kind = KL / the
- *    kind's summed r at q3, and the split of a layer's damage among its matrices;
- *  - per layer, the KL with only that layer at q3 scales its matrices' s_kind * r so that they
- *    sum to it at q3 (layers differ in how far their errors travel);
- *  - the output head (one large matrix) is measured at every width.
- * Everything else is linear in r between those points. */
+ *  - per kind (attn_q .. ffn_down) and quantized width, the KL with every matrix of that kind at
+ *    that width (the rest at the source) is shared among the kind's matrices in proportion to
+ *    their r at that width;
+ *  - per layer, the KL with only that layer at q3 rescales its matrices (layers differ in how far
+ *    their errors travel, and r does not see it);
+ *  - the output head, one large matrix, is measured at each width.
+ * f16 keeps its r scaled like q8 (its error is far below anything measured). */
 static int scale_measured(const struct bitalloc_args *a, struct bitalloc_item *it, int n, struct err *e) {
     static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-    enum { NK = sizeof kinds / sizeof *kinds };
+    enum { NK = sizeof kinds / sizeof *kinds, NQ = BITALLOC_NCAND - 1 };   // the quantized widths
     const int q3 = 1;   // bitalloc_cand[1]
-    double sk[NK] = {0};
+    double sk[NK][BITALLOC_NCAND] = {{0}};
     char spec[128], what[64];
     int rc = ERR_OK;
-    for (int k = 0; k < NK && !rc; k++) {
-        double rsum = 0, kl = 0;
-        for (int i = 0; i < n; i++)
-            if (strcmp(key_kind(it[i].name), kinds[k]) == 0) rsum += it[i].damage[q3];
-        if (!(rsum > 0)) continue;
-        snprintf(spec, sizeof spec, "default=32,%s=q3_g64", kinds[k]);
-        snprintf(what, sizeof what, "every %s at q3", kinds[k]);
-        if (!(rc = measure_kl(a, spec, what, &kl, e))) sk[k] = kl / rsum;
-    }
+    for (int k = 0; k < NK && !rc; k++)
+        for (int c = 0; c < NQ && !rc; c++) {
+            double rsum = 0, kl = 0;
+            for (int i = 0; i < n; i++)
+                if (strcmp(key_kind(it[i].name), kinds[k]) == 0) rsum += it[i].damage[c];
+            if (!(rsum > 0)) continue;
+            const char *tn = qtype_traits[bitalloc_cand[c]].name;
+            snprintf(spec, sizeof spec, "default=32,%s=%s", kinds[k], tn);
+            snprintf(what, sizeof what, "every %s at %s", kinds[k], tn);
+            if (!(rc = measure_kl(a, spec, what, &kl, e))) sk[k][c] = kl / rsum;
+            if (c == NQ - 1) sk[k][NQ] = sk[k][c];   // f16: as q8
+        }
     for (int i = 0; i < n && !rc; i++) {   // the head: measured at each quantized width
         if (strcmp(it[i].name, "output")) continue;
         for (int c = 0; c < BITALLOC_NCAND && !rc; c++) {
@@ -263,7 +267,7 @@ static int scale_measured(const struct bitalloc_args *a, struct bitalloc_item *i
         for (int i = 0; i < n; i++) {
             if (layer_of(it[i].name) != l) continue;
             for (int k = 0; k < NK; k++)
-                if (strcmp(key_kind(it[i].name), kinds[k]) == 0) pred += sk[k] * it[i].damage[q3];
+                if (strcmp(key_kind(it[i].name), kinds[k]) == 0) pred += sk[k][q3] * it[i].damage[q3];
         }
         if (!(pred > 0)) continue;
         snprintf(spec, sizeof spec, "default=32,blk.%d=q3_g64", l);
@@ -273,7 +277,7 @@ static int scale_measured(const struct bitalloc_args *a, struct bitalloc_item *i
             if (layer_of(it[i].name) != l) continue;
             for (int k = 0; k < NK; k++)
                 if (strcmp(key_kind(it[i].name), kinds[k]) == 0)
-                    for (int c = 0; c < BITALLOC_NCAND; c++) it[i].damage[c] *= sk[k] * kl / pred;
+                    for (int c = 0; c < BITALLOC_NCAND; c++) it[i].damage[c] *= sk[k][c] * kl / pred;
         }
         if (!a->quiet) fprintf(stderr, "\r%-70s\r--target-bpw: layer %2d at q3: KL %.5f nats/token\n", "", l, kl);
     }
