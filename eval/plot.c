@@ -1,6 +1,7 @@
 /* eval/plot.c: `./llm-eval plot`, a PPL-vs-size chart (SVG) from a CSV of quantized files, one
  * series per engine/method: lines "series,label,bytes,ppl" ('#' comments, a header line allowed).
  * docs/EVAL.md "Quality against llama.cpp" is drawn with it. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ int plot_main(int argc, char **argv) {
     static double x[PLOT_SERIES][PLOT_MAX], y[PLOT_SERIES][PLOT_MAX];
     static const char *lp[PLOT_SERIES][PLOT_MAX];
     int cnt[PLOT_SERIES] = {0}, ns = 0, np = 0, line = 0;
+    bool header_done = false;
     char buf[512];
     while (fgets(buf, sizeof buf, f)) {
         line++;
@@ -40,11 +42,12 @@ int plot_main(int argc, char **argv) {
         char s[64], l[64];
         double b, p;
         if (sscanf(buf, "%63[^,],%63[^,],%lf,%lf", s, l, &b, &p) != 4) {
-            if (line == 1) continue;   // header
+            if (!header_done) { header_done = true; continue; }   // the header line
             fprintf(stderr, "error: %s:%d: expected series,label,bytes,ppl\n", in, line);
             fclose(f);
             return 1;
         }
+        header_done = true;
         if (!(b > 0) || !(p > 0)) {
             fprintf(stderr, "error: %s:%d: bytes and ppl must be positive\n", in, line);
             fclose(f);
