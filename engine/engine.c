@@ -386,6 +386,11 @@ static int load_weights_planned(struct engine *en, const struct engine_opts *o, 
         return ERR(e, ERR_ARG, "target %g bits per weight out of range (2..16)", target);
     if (target > 0 && !(o->calib_text && *o->calib_text))
         return ERR(e, ERR_ARG, "--target-bpw needs --calib-text FILE: a calibration text (e.g. the one given to ./imatrix, make calib) on which each kind of matrix's KL divergence is measured");
+    if (target > 0) {   // before minutes of measuring, not after
+        FILE *cf = fopen(o->calib_text, "rb");
+        if (!cf) return ERR(e, ERR_IO, "--calib-text %s: %s", o->calib_text, strerror(errno));
+        fclose(cf);
+    }
     if (p.quantize) {
         int bits = o->quant_bits > 0 ? o->quant_bits : target > 0 ? 4 : 32;
         // Below 8 bits the output head (also the embedding when tied) defaults to 8 bits, as

@@ -155,6 +155,12 @@ CAL=models/calib-arc-easy-test.txt   # make models writes it
 expect_ok "quantize --target-bpw" ./quantize -m "$G" --target-bpw 6 --imatrix "$T/im.gguf" --method gptq --calib-text "$CAL" -o "$T/t.bin"
 expect_ok "ppl --bits auto:B" ./ppl -m "$G" --bits auto:6.5 --imatrix "$T/im-diag.gguf" --calib-text "$CAL" -f "$S" --chunks 1 -c 64 --quiet
 expect_err "target without a calibration text" "needs --calib-text" ./quantize -m "$G" --target-bpw 5 -o "$T/x.bin"
+expect_err "target with a missing calibration text" "calib-text.*no such file" ./quantize -m "$G" --target-bpw 6 --calib-text "$T/none.txt" -o "$T/x.bin"
+expect_err "imatrix output in a missing folder" "cannot create|no such" ./imatrix -m "$G" -f "$S" -c 128 --chunks 2 -o "$T/no/dir/im.gguf" --quiet
+for cut in 4 24 1000 100000; do
+    head -c $cut "$T/im.gguf" > "$T/trunc.gguf"
+    expect_err "imatrix file cut at $cut bytes" "truncated|past the end|runs past|more than the file holds|not an imatrix" ./quantize -m "$G" -q 4 --imatrix "$T/trunc.gguf" -o "$T/x.bin"
+done
 expect_err "gptq without imatrix" "needs --imatrix" ./quantize -m "$G" -q 4 --method gptq -o "$T/x.bin"
 expect_err "imatrix without -q" "applies when quantizing" ./ppl -m "$G" --imatrix "$T/im.gguf" -f "$S" --chunks 1
 expect_err "gptq with a diagonal-only imatrix" "no Gram matrix" ./quantize -m "$G" -q 4 --imatrix "$T/im-diag.gguf" --method gptq -o "$T/x.bin"
