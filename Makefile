@@ -116,7 +116,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TUTIL_OBJ) $(LIBTOOLS) $(LIBENG)
 tests-build: $(TESTS) $(PROG_NAMES)
 .PHONY: tests-build
 
-test: all models check-python
+test: all models calib check-python
 	@$(MAKE) --no-print-directory tests-build
 	@BUILD=$(BUILD) bash tests/run_all.sh $(TESTS)
 
@@ -127,7 +127,7 @@ check-python:
 SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 SHARED_DATA ?= $(or $(TEST_DATA),../shared/data)
 CALIB := models/calib-arc-easy-test.txt
-models: $(SMOL) $(CALIB)
+models: $(SMOL)
 # The default calibration text for ./imatrix: ARC-Easy *test* questions with their answers, never an
 # evaluation text (docs/EVAL.md "Calibration").
 calib: $(CALIB)
