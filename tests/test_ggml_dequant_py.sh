@@ -8,13 +8,14 @@ bin=$BUILD/tests/test_ggml_dequant
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$model" ] || model=${TEST_DATA:-../shared/data}/models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -x "$bin" ] || { echo "SKIP: $bin not built"; exit 77; }
-python3 -c "import numpy, gguf" 2>/dev/null || { echo "SKIP: python3 gguf/numpy missing"; exit 77; }
+PY=${PYTHON:-python3}   # make test sets PYTHON (check-python: the system python3 or build/pyenv)
+"$PY" -c "import numpy, gguf" 2>/dev/null || { echo "SKIP: $PY lacks gguf/numpy"; exit 77; }
 tmp=$(mktemp /tmp/ggml_ref.XXXXXX)
 trap 'rm -f "$tmp"' EXIT
 if [ -f "$model" ]; then
-    python3 tests/ggml_dequant_ref.py "$tmp" "$model" || exit $?
+    "$PY" tests/ggml_dequant_ref.py "$tmp" "$model" || exit $?
 else
     echo "note: $model missing, random blocks only (make models)"
-    python3 tests/ggml_dequant_ref.py "$tmp" || exit $?
+    "$PY" tests/ggml_dequant_ref.py "$tmp" || exit $?
 fi
 "$bin" --ref "$tmp"

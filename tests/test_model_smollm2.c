@@ -74,7 +74,12 @@ int main(void) {
             fwrite(toks, 4, (size_t)n, f);
             fwrite(logits, 4, (size_t)n * V, f);
             fclose(f);
-            int rc = system("python3 tests/ref_llama.py " MODEL " tests/out/smollm2_logits.bin");
+            // PYTHON: set by make test (the system python3 or build/pyenv with numpy and gguf)
+            const char *py = getenv("PYTHON");
+            char cmd[1200];
+            snprintf(cmd, sizeof cmd, "%s tests/ref_llama.py " MODEL " tests/out/smollm2_logits.bin",
+                     py && *py && !strpbrk(py, " ;&|`$'\"\\") ? py : "python3");
+            int rc = system(cmd);
             CHECK(rc == 0, "NumPy reference disagrees (exit %d)", rc);
         }
         free(logits);
