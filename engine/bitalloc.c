@@ -148,26 +148,18 @@ static double quad_diag(const float *V, int64_t n, int64_t rows, const float *d)
     return s;
 }
 
-static float *to_f32(const struct tensor_view *tv) {
-    const int64_t n = tv->ne[0], rows = tv->n_dims > 1 ? tv->ne[1] : 1;
-    float *f = malloc((size_t)n * (size_t)rows * sizeof *f);
-    if (!f) return NULL;
-    const size_t rb = qtype_row_bytes(tv->type, n);
-    for (int64_t r = 0; r < rows; r++)
-        qtype_traits[tv->type].dequantize_row(f + r * n, (const uint8_t *)tv->data + (size_t)r * rb, n);
-    return f;
-}
-
 /* Measures one matrix at every candidate width. */
 static int measure(const struct bitalloc_args *a, const struct tensor_view *tv, const char *calib_name,
                    struct bitalloc_item *it, struct err *e) {
     const int64_t n = tv->ne[0], rows = tv->ne[1];
     const struct calib_entry *ce = calib_find(a->calib, calib_name);
     if (ce && ce->n != n) return ERR(e, ERR_FORMAT, "%s: the imatrix has %lld inputs, the model %lld", tv->name, (long long)ce->n, (long long)n);
-    float *w = to_f32(tv), *h = NULL, *deq = malloc((size_t)n * (size_t)rows * sizeof *deq);
+    float *w = malloc((size_t)n * (size_t)rows * sizeof *w), *h = NULL;
+    float *deq = malloc((size_t)n * (size_t)rows * sizeof *deq);
     void *q = malloc(quantize_nbytes(QT_F16, n, rows));
     int rc = ERR_OK;
     if (!w || !deq || !q) { rc = ERR(e, ERR_OOM, "%s: out of memory", tv->name); goto out; }
+    dequantize_matrix(tv->type, w, tv->data, n, rows);   // the source in f32
     if (ce && calib_xtx(a->calib, ce)) {
         h = malloc((size_t)n * (size_t)n * sizeof *h);
         if (!h) { rc = ERR(e, ERR_OOM, "%s: out of memory", tv->name); goto out; }
